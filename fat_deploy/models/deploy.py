@@ -1,0 +1,193 @@
+"""Deploy-ready form: export-friendly rewrites that compute the same function.
+
+Applied by the exporters and the latency harness unless turned off. Generic steps work on any
+model (SyncBatchNorm -> BatchNorm2d, Conv2d+BatchNorm2d folding inside ``nn.Sequential``); FAT
+blocks are rebuilt as :class:`DeployFATBlock`:
+
+* CPE ``x + dw(x)`` and the ConvFFN's ``h + dw(h)`` become one depthwise kernel (centre tap + 1),
+  and every BatchNorm is folded into the convolution before it;
+* the K/V projection stays one 1x1 conv, split on channels (no rank-5 reshape/permute), with the
+  attention scale folded into the K rows;
+* GroupNorm(1, C) becomes a LayerNorm over (C, H, W) (one ONNX LayerNormalization node); its
+  per-channel affine is folded into the following 1x1 conv / linear layer where that is exact
+  (before the ConvFFN, before the head, and before FASA in the last stage);
+* drop-path is removed.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from fat_deploy.models.fat import FAT, FASA, ConvFFN, FATBlock
+
+
+class ChannelSpatialNorm(nn.Module):
+    """GroupNorm(1, C) as LayerNorm over (C, H, W), with an optional per-channel affine."""
+
+    def __init__(self, eps: float, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = None if weight is None else nn.Parameter(weight.detach().reshape(1, -1, 1, 1).clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().reshape(1, -1, 1, 1).clone())
+
+    @classmethod
+    def from_group_norm(cls, norm: nn.GroupNorm, keep_affine: bool = True) -> ChannelSpatialNorm:
+        if norm.num_groups != 1:
+            raise ValueError("only GroupNorm(1, C) is a LayerNorm over (C, H, W)")
+        has_affine = keep_affine and norm.affine
+        return cls(norm.eps, norm.weight if has_affine else None, norm.bias if has_affine else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x, x.shape[1:], eps=self.eps)
+        if self.weight is not None:
+            x = x * self.weight
+        if self.bias is not None:
+            x = x + self.bias
+        return x
+
+
+def _affine_into_pointwise(norm: nn.GroupNorm, conv: nn.Conv2d | nn.Linear) -> None:
+    """Fold ``norm``'s affine into the 1x1 conv / linear that reads it: W' = W*g, b' = b + W@beta."""
+    gamma, beta = norm.weight.detach(), norm.bias.detach()
+    weight = conv.weight.detach()
+    flat = weight.reshape(weight.shape[0], weight.shape[1])
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0])
+    new_bias = bias + flat @ beta
+    conv.weight.data = (flat * gamma).reshape(weight.shape)
+    if conv.bias is None:
+        conv.bias = nn.Parameter(new_bias)
+    else:
+        conv.bias.data = new_bias
+
+
+def _add_identity(conv: nn.Conv2d) -> nn.Conv2d:
+    """``x + dwconv(x)`` as one depthwise conv: add 1 to the centre tap (stride 1, odd kernel)."""
+    if conv.groups != conv.in_channels or conv.stride != (1, 1):
+        raise ValueError("identity folding needs a stride-1 depthwise conv")
+    fused = copy.deepcopy(conv)
+    kh, kw = conv.kernel_size
+    fused.weight.data[:, 0, kh // 2, kw // 2] += 1.0
+    return fused
+
+
+class DeployFASA(nn.Module):
+    """FASA with the K/V projection split on channels and the softmax scale folded into K."""
+
+    def __init__(self, attn: FASA, input_norm: nn.GroupNorm) -> None:
+        super().__init__()
+        self.num_heads, self.dim_head = attn.num_heads, attn.dim_head
+        self.q = copy.deepcopy(attn.q)
+        self.kv = copy.deepcopy(attn.kv)
+        self.local_mixer = copy.deepcopy(attn.local_mixer)
+        self.mixer = copy.deepcopy(attn.mixer)
+        self.pool = copy.deepcopy(attn.pool)
+        fuse_sequential_conv_bn(self.pool)
+        self.fold_affine = isinstance(self.pool, nn.Identity)
+        if self.fold_affine:  # every reader of the norm is a 1x1 conv
+            _affine_into_pointwise(input_norm, self.q)
+            _affine_into_pointwise(input_norm, self.kv)
+        channels = self.q.out_channels
+        self.kv.weight.data[:channels] *= attn.scale
+        self.kv.bias.data[:channels] *= attn.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, c, h, w = x.shape
+        q_local = self.q(x)
+        q = q_local.reshape(-1, self.num_heads, self.dim_head, h * w).transpose(-1, -2)
+        k, v = self.kv(self.pool(x)).chunk(2, dim=1)
+        k = k.reshape(-1, self.num_heads, self.dim_head, k.shape[2] * k.shape[3])
+        v = v.reshape(-1, self.num_heads, self.dim_head, v.shape[2] * v.shape[3])
+        attn = torch.softmax(q @ k, dim=-1)
+        global_feat = (attn @ v.transpose(-1, -2)).transpose(-1, -2).reshape(-1, c, h, w)
+        return self.mixer(F.silu(self.local_mixer(q_local)) * F.silu(global_feat))
+
+
+class DeployConvFFN(nn.Module):
+    """ConvFFN with the inner residual and the BatchNorm folded into the depthwise conv."""
+
+    def __init__(self, ffn: ConvFFN, input_norm: nn.GroupNorm) -> None:
+        super().__init__()
+        self.fc1 = copy.deepcopy(ffn.fc1)
+        _affine_into_pointwise(input_norm, self.fc1)
+        self.act = nn.GELU()
+        depthwise = _add_identity(ffn.dwconv) if ffn.stride == 1 else ffn.dwconv
+        self.dwconv = fuse_conv_bn_eval(depthwise, ffn.bn)
+        self.fc2 = copy.deepcopy(ffn.fc2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dwconv(self.act(self.fc1(x))))
+
+
+class DeployFATBlock(nn.Module):
+    """A FAT block in deploy form (see module docstring)."""
+
+    def __init__(self, block: FATBlock) -> None:
+        super().__init__()
+        self.cpe = _add_identity(block.cpe)
+        self.attn = DeployFASA(block.attn, block.norm1)
+        self.norm1 = ChannelSpatialNorm.from_group_norm(block.norm1, keep_affine=not self.attn.fold_affine)
+        self.norm2 = ChannelSpatialNorm.from_group_norm(block.norm2, keep_affine=False)
+        self.ffn = DeployConvFFN(block.ffn, block.norm2)
+        self.downsample = copy.deepcopy(block.downsample)
+        fuse_sequential_conv_bn(self.downsample)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cpe(x)
+        x = x + self.attn(self.norm1(x))
+        return self.downsample(x) + self.ffn(self.norm2(x))
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace every SyncBatchNorm (official training code) with an equivalent BatchNorm2d."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                child.track_running_stats)
+            bn.load_state_dict(child.state_dict())
+            setattr(model, name, bn.train(child.training))
+        else:
+            convert_sync_batchnorm(child)
+    return model
+
+
+def fuse_sequential_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d inside an ``nn.Sequential``."""
+    for module in list(model.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = module._modules[first], module._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                module._modules[first] = fuse_conv_bn_eval(conv, bn)
+                module._modules[second] = nn.Identity()
+    return model
+
+
+def _fold_fat(model: FAT) -> None:
+    for layer in model.layers:
+        layer.blocks = nn.ModuleList(DeployFATBlock(block) for block in layer.blocks)
+    if isinstance(model.head, nn.Linear):
+        _affine_into_pointwise(model.norm, model.head)
+        model.norm = ChannelSpatialNorm.from_group_norm(model.norm, keep_affine=False)
+    else:
+        model.norm = ChannelSpatialNorm.from_group_norm(model.norm)
+    model.patch_embed.layernorm = ChannelSpatialNorm.from_group_norm(model.patch_embed.layernorm)
+
+
+@torch.no_grad()
+def to_deploy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` in deploy form; ``model`` itself is left unchanged."""
+    deployed = copy.deepcopy(model).eval()
+    convert_sync_batchnorm(deployed)
+    fuse_sequential_conv_bn(deployed)
+    if isinstance(deployed, FAT):
+        _fold_fat(deployed)
+    for parameter in deployed.parameters():
+        parameter.requires_grad_(False)
+    return deployed.eval()

@@ -1,0 +1,111 @@
+"""One registry for every model fat-deploy knows: FAT variants and the efficiency-table peers."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch.nn as nn
+
+from fat_deploy.errors import UnknownModelError
+from fat_deploy.paper import PaperNumbers, paper_rows
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ModelBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a user needs to know to feed and compare a model."""
+
+    name: str
+    builder: ModelBuilder = field(repr=False)
+    family: str
+    input_size: int
+    source: str
+    official: bool
+    paper_label: str | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize_size: int | None = None  # shorter side before the centre crop; None: input_size / 0.875
+    interpolation: str = "bicubic"
+    min_input_size: int = 32
+
+    @property
+    def paper(self) -> PaperNumbers | None:
+        """The paper's row for this model (labelled as the paper's), if it has one."""
+        return paper_rows().get(self.paper_label) if self.paper_label else None
+
+    @property
+    def eval_resize(self) -> int:
+        return self.resize_size or round(self.input_size / 0.875)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model; names are lower-case and unique."""
+    if spec.name != spec.name.lower():
+        raise ValueError(f"model names are lower-case registry keys, got {spec.name!r}")
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _ensure_loaded() -> None:
+    # Importing the model modules registers them; done lazily to keep `import fat_deploy` light.
+    from fat_deploy.models import fat  # noqa: F401
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered model names, optionally only one family (``"fat"``, ...)."""
+    _ensure_loaded()
+    return [name for name, spec in _REGISTRY.items() if family is None or spec.family == family]
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of ``name``; unknown names raise with the closest matches."""
+    _ensure_loaded()
+    key = name.strip().lower().replace("-", "_")
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    close = difflib.get_close_matches(key, _REGISTRY, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}: {hint}known models: {', '.join(_REGISTRY)}"
+    )
+
+
+def create_model(
+    name: str,
+    checkpoint: str | Path | None = None,
+    num_classes: int | None = None,
+    **kwargs: object,
+) -> nn.Module:
+    """Build a registered model in eval mode, optionally with weights from ``checkpoint``.
+
+    ``num_classes`` defaults to 1000, or to the checkpoint's head size when a checkpoint is given
+    (fine-tuned models). Checkpoints are loaded safely (no arbitrary unpickling).
+    """
+    spec = get_spec(name)
+    state_dict = None
+    if checkpoint is not None:
+        from fat_deploy.models.checkpoint import load_state_dict, num_classes_of
+
+        state_dict = load_state_dict(checkpoint)
+        found = num_classes_of(state_dict)
+        if num_classes is None:
+            num_classes = found if found is not None else 0
+    model = spec.builder(num_classes=1000 if num_classes is None else num_classes, **kwargs)
+    if state_dict is not None:
+        from fat_deploy.models.checkpoint import apply_state_dict
+
+        apply_state_dict(model, state_dict, spec.name, source=str(checkpoint))
+    model.eval()
+    return model

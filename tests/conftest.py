@@ -1,0 +1,30 @@
+"""Shared fixtures: small, seeded models with realistic (non-trivial) normalisation statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fat_deploy.models import create_model
+
+
+def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm/GroupNorm non-trivial statistics and affine terms, so folding matters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
+                module.running_var.copy_(torch.rand(n, generator=generator) * 2.5 + 0.3)
+            if isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)) and module.affine:
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.3)
+    return model
+
+
+@pytest.fixture
+def fat_b0() -> nn.Module:
+    torch.manual_seed(0)
+    return randomize_norm_stats(create_model("fat_b0"))
