@@ -17,6 +17,7 @@ $(STAMP): constraints.txt pyproject.toml
 	touch $(STAMP)
 
 demo: setup
+	$(VENV)/bin/fat-export --model fat_b0 --format all --force
 	$(PY) -m fat_deploy.models
 
 test: setup

@@ -1,20 +1,156 @@
-"""`fat-export` console script (argument parsing only)."""
+"""``fat-export``: export registered models to ONNX / Core ML / TFLite, verified against PyTorch."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from collections.abc import Sequence
 
-from fat_deploy.cli.common import EXIT_NOT_IMPLEMENTED, run_cli
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fat_deploy.cli.common import run_cli
+from fat_deploy.errors import FatDeployError
+from fat_deploy.exporters.api import (
+    FAILED,
+    Artifact,
+    check_request_options,
+    export,
+    prepare_output_dir,
+    read_labels,
+    resolve_img_size,
+)
+from fat_deploy.exporters.coreml import DEFAULT_TARGET, DEPLOYMENT_TARGETS, INPUT_KINDS
+from fat_deploy.exporters.registry import PRECISIONS, get_format, list_formats
+from fat_deploy.models.registry import get_spec
+
+PROG = "fat-export"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export a model to ONNX / Core ML / TFLite; every artifact is run in its "
+        "runtime and compared with PyTorch before it is put in place.",
+    )
+    parser.add_argument("--model", required=True, help="registered model name, e.g. fat_b0")
+    parser.add_argument("--format", nargs="+", default=["onnx"], metavar="FORMAT",
+                        help="onnx, coreml, tflite or all (several allowed; default onnx)")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], metavar="PRECISION",
+                        help=f"one or more of {', '.join(PRECISIONS)} (default fp32)")
+    parser.add_argument("--checkpoint", help="weights: official training checkpoint, state_dict or .safetensors")
+    parser.add_argument("--img-size", nargs="+", type=int, metavar="PX", help="input size: N or H W (default: the model's)")
+    parser.add_argument("--out", default="exports", help="output folder (default ./exports)")
+    parser.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: dynamic batch axis")
+    parser.add_argument("--nhwc", action="store_true", help="TFLite: NHWC input layout")
+    parser.add_argument("--labels", help="Core ML: class labels, one per line (default: ImageNet-1k names)")
+    parser.add_argument("--minimum-deployment-target", choices=DEPLOYMENT_TARGETS,
+                        help=f"Core ML: minimum deployment target (default {DEFAULT_TARGET})")
+    parser.add_argument("--coreml-input", choices=INPUT_KINDS,
+                        help="Core ML: 'image' (RGB ImageType + classifier, default) or 'tensor' (normalised NCHW, logits)")
+    parser.add_argument("--no-deploy", action="store_true", help="export the faithful model, not the deploy form")
+    parser.add_argument("--no-verify", action="store_true", help="skip running the artifact (status: exported-not-verified)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing artifacts")
+    parser.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    return parser
+
+
+def _plan(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(format, precision) pairs to export, all checked before any work starts."""
+    every = "all" in args.format
+    formats = list_formats() if every else list(dict.fromkeys(args.format))
+    options = {"dynamic_batch": args.dynamic_batch, "nhwc": args.nhwc,
+               "minimum_deployment_target": args.minimum_deployment_target,
+               "coreml_input": args.coreml_input}
+    plan = []
+    for name in formats:
+        fmt = get_format(name)
+        for precision in dict.fromkeys(args.precision):
+            if every and precision in PRECISIONS and precision not in fmt.precisions:
+                continue  # 'all' means every format that has this precision
+            wanted = {k: v for k, v in options.items() if not every or k in fmt.supported_options}
+            check_request_options(fmt, precision, wanted)
+            plan.append((name, precision))
+    if not plan:
+        raise FatDeployError(f"no format supports precision {', '.join(args.precision)}")
+    return plan
+
+
+def _table(artifacts: list[Artifact]) -> Table:
+    table = Table(title="fat-export summary (compared with the fp32 PyTorch model)")
+    for column in ("format", "precision", "status", "size MB", "max abs diff", "cosine", "top-1 agree", "seconds", "artifact / reason"):
+        table.add_column(column, justify="right" if column in ("size MB", "max abs diff", "cosine", "top-1 agree", "seconds") else "left")
+    style = {"passed": "green", "exported-not-verified": "yellow", FAILED: "red"}
+    for a in artifacts:
+        c = a.comparison or {}
+        label = (" (fp16 proxy)" if c.get("source") == "fp16 proxy" else "")
+        table.add_row(
+            a.format, a.precision, f"[{style[a.status]}]{a.status}[/]",
+            f"{a.size_bytes / 1e6:.2f}" if a.size_bytes else "-",
+            f"{c['max_abs_diff']:.2e}{label}" if "max_abs_diff" in c else "-",
+            f"{c['cosine_min']:.6f}" if "cosine_min" in c else "-",
+            f"{c['top1_agreement']:.0%}" if "top1_agreement" in c else "-",
+            f"{a.seconds:.1f}",
+            a.error or "; ".join([str(a.path), *a.notes]),
+        )
+    return table
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    print("fat-export: not implemented yet", file=sys.stderr)
-    return EXIT_NOT_IMPLEMENTED
+    args = build_parser().parse_args(argv)
+    # Everything that can be wrong with the request is checked before the first conversion.
+    spec = get_spec(args.model)
+    plan = _plan(args)
+    img_size = resolve_img_size(args.img_size, spec)
+    if args.batch < 1:
+        raise FatDeployError(f"--batch must be at least 1, got {args.batch}")
+    from fat_deploy.models.registry import create_model
+
+    model = create_model(spec.name, checkpoint=args.checkpoint)
+    if args.labels:
+        read_labels(args.labels, getattr(getattr(model, "head", None), "out_features", 0))
+    out_dir = prepare_output_dir(args.out)
+    if not args.force:
+        for fmt_name, precision in plan:
+            name = get_format(fmt_name).artifact_name(spec.name, precision, {"coreml_input": args.coreml_input})
+            if (out_dir / name).exists():
+                raise FatDeployError(f"{out_dir / name} already exists; pass --force to overwrite it")
+    err = Console(stderr=True)
+    artifacts: list[Artifact] = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err, transient=False) as progress:
+        for fmt_name, precision in plan:
+            label = f"{spec.name} → {fmt_name} {precision}"
+            task = progress.add_task(f"{label}: starting", total=None)
+
+            def stage(message: str, task: int = task, label: str = label) -> None:
+                progress.update(task, description=f"{label}: {message}")
+
+            artifact = export(
+                spec.name, fmt_name, precision, args.out, checkpoint=args.checkpoint,
+                img_size=img_size, batch=args.batch, dynamic_batch=args.dynamic_batch and fmt_name == "onnx",
+                nhwc=args.nhwc and fmt_name == "tflite", labels=args.labels if fmt_name == "coreml" else None,
+                minimum_deployment_target=args.minimum_deployment_target if fmt_name == "coreml" else None,
+                coreml_input=args.coreml_input if fmt_name == "coreml" else None,
+                deploy=not args.no_deploy, verify=not args.no_verify, force=args.force, on_stage=stage,
+            )
+            artifacts.append(artifact)
+            progress.update(task, description=f"{label}: {artifact.status}", total=1, completed=1)
+    if args.json:
+        err.print(_table(artifacts))
+        json.dump([a.as_dict() for a in artifacts], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        console = Console() if Console().is_terminal else Console(width=200)
+        console.print(_table(artifacts))
+    return 1 if any(a.status == FAILED for a in artifacts) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv, "fat-export")
+    return run_cli(_main, argv, PROG)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,355 @@
+"""``fat_deploy.export``: convert, verify in the runtime, then (and only then) put the artifact in place."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from fat_deploy.environment import host_info, native_stdout_to_stderr, tool_versions
+from fat_deploy.errors import FatDeployError, InputSizeError
+from fat_deploy.exporters.calibration import verification_inputs
+from fat_deploy.exporters.manifest import (
+    MANIFEST_SCHEMA_VERSION,
+    manifest_path_for,
+    sha256_of,
+    size_of,
+    write_json_atomic,
+)
+from fat_deploy.exporters.registry import (
+    PRECISIONS,
+    ExportFormat,
+    ExportRequest,
+    RuntimeUnavailable,
+    UnsupportedOptionError,
+    get_format,
+)
+from fat_deploy.exporters.verify import TOLERANCES, Comparison, Tolerance, compare
+from fat_deploy.models.registry import ModelSpec, create_model, get_spec
+
+PASSED, NOT_VERIFIED, FAILED = "passed", "exported-not-verified", "failed"
+OPTION_FLAGS = {
+    "dynamic_batch": "--dynamic-batch",
+    "nhwc": "--nhwc",
+    "minimum_deployment_target": "--minimum-deployment-target",
+    "coreml_input": "--coreml-input",
+}
+DYNAMIC_BATCH_CHECKS = (1, 4)
+
+
+@dataclass
+class Artifact:
+    """The outcome of one export: where it is (if it passed), and how it compared with PyTorch."""
+
+    model: str
+    format: str
+    precision: str
+    status: str
+    path: Path | None = None
+    manifest_path: Path | None = None
+    size_bytes: int | None = None
+    seconds: float = 0.0
+    comparison: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != FAILED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "format": self.format, "precision": self.precision,
+            "status": self.status, "path": str(self.path) if self.path else None,
+            "manifest": str(self.manifest_path) if self.manifest_path else None,
+            "size_bytes": self.size_bytes, "seconds": round(self.seconds, 2),
+            "comparison": self.comparison, "notes": self.notes, "error": self.error,
+        }
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text[:300]}" if not isinstance(error, FatDeployError) else text[:300]
+
+
+def resolve_img_size(img_size: int | Sequence[int] | None, spec: ModelSpec) -> tuple[int, int]:
+    """(H, W) from N, (N,) or (H, W); too small for the model is an error."""
+    if img_size is None:
+        return (spec.input_size, spec.input_size)
+    size = (img_size,) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
+    size = size * 2 if len(size) == 1 else size
+    if len(size) != 2:
+        raise InputSizeError(f"--img-size takes one or two numbers (H W), got {list(size)}")
+    if min(size) < spec.min_input_size:
+        raise InputSizeError(
+            f"image size {size[0]}x{size[1]} is too small for {spec.name}: it needs at least "
+            f"{spec.min_input_size} px per side (its features are downsampled 32x)"
+        )
+    return size  # type: ignore[return-value]
+
+
+def check_request_options(fmt: ExportFormat, precision: str, options: dict[str, Any]) -> None:
+    """Reject unknown precisions and options a format does not support, before any work."""
+    if precision not in PRECISIONS:
+        raise UnsupportedOptionError(f"unknown precision {precision!r}: known are {', '.join(PRECISIONS)}")
+    if precision not in fmt.precisions:
+        raise UnsupportedOptionError(
+            f"{fmt.name} does not support precision {precision}: it supports {', '.join(fmt.precisions)}"
+        )
+    for option, value in options.items():
+        if value and option not in fmt.supported_options:
+            raise UnsupportedOptionError(f"{OPTION_FLAGS.get(option, option)} is not supported for {fmt.name}")
+    if reason := fmt.unavailable_reason():
+        raise UnsupportedOptionError(reason)
+
+
+def read_labels(path: str | Path, num_classes: int) -> list[str]:
+    path = Path(path)
+    try:
+        labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise FatDeployError(f"cannot read labels file {path}: {error}") from None
+    if len(labels) != num_classes:
+        raise FatDeployError(f"labels file {path} has {len(labels)} labels, the model has {num_classes} classes")
+    return labels
+
+
+def prepare_output_dir(out: str | Path) -> Path:
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FatDeployError(f"cannot create output folder {out}: {error.strerror or error}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise FatDeployError(f"output folder {out} is not writable")
+    return out
+
+
+def _place(source: Path, target: Path) -> None:
+    """Move ``source`` onto ``target``; an existing target is replaced only once the new one is ready."""
+    if not target.exists():
+        os.replace(source, target)
+        return
+    if target.is_dir() or source.is_dir():
+        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, backup)
+        try:
+            os.replace(source, target)
+        except BaseException:
+            os.replace(backup, target)
+            raise
+        shutil.rmtree(backup, ignore_errors=True) if backup.is_dir() else backup.unlink(missing_ok=True)
+    else:
+        os.replace(source, target)
+
+
+def _reference_logits(model: nn.Module, inputs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(chunk)).numpy() for chunk in np.array_split(inputs, max(1, len(inputs) // 4))])
+
+
+def _fp16_proxy(request: ExportRequest, inputs: np.ndarray, reference: np.ndarray) -> Comparison:
+    """The converted model in float16 on PyTorch/CPU: catches fp16 overflow where the runtime can't run."""
+    half = copy.deepcopy(request.model).half().eval()
+    with torch.no_grad():
+        outputs = half(torch.from_numpy(inputs).half()).float().numpy()
+    return compare(reference, outputs, TOLERANCES["fp16"])
+
+
+def _verify(
+    fmt: ExportFormat, request: ExportRequest, path: Path, tolerance: Tolerance, notes: list[str]
+) -> tuple[str, dict[str, Any]]:
+    inputs, names = verification_inputs(request.spec, request.img_size)
+    reference = _reference_logits(request.reference, inputs)
+    result: dict[str, Any] = {"inputs": names, "tolerance": tolerance.as_dict(), "runtime": fmt.runtime}
+    problems = fmt.inspect(path, request)
+    result["structure_problems"] = problems
+    batches = DYNAMIC_BATCH_CHECKS if request.dynamic_batch else (request.batch,)
+    comparisons: dict[str, Comparison] = {}
+    try:
+        for batch in batches:
+            comparisons[f"batch{batch}"] = compare(reference, fmt.run(path, request, inputs, batch), tolerance)
+    except RuntimeUnavailable as reason:
+        result["runtime_available"] = False
+        notes.append(f"numerics not verified on this host: {reason}")
+        if request.precision == "fp16":
+            proxy = _fp16_proxy(request, inputs, reference)
+            result["fp16_proxy"] = {"runtime": f"torch {torch.__version__} float16 on CPU", **proxy.as_dict()}
+            if not proxy.passed:
+                problems = [*problems, f"float16 proxy check failed: {'; '.join(proxy.failures)}"]
+        result["runtime_unavailable_reason"] = str(reason)
+        return (FAILED if problems else NOT_VERIFIED), result
+    result["runtime_available"] = True
+    result["comparisons"] = {key: value.as_dict() for key, value in comparisons.items()}
+    failures = [f"{key}: {f}" for key, value in comparisons.items() for f in value.failures]
+    result["passed"] = not failures and not problems
+    if failures or problems:
+        notes.extend([*problems, *failures])
+    return (PASSED if result["passed"] else FAILED), result
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any] | None:
+    comparisons = result.get("comparisons") or {}
+    if not comparisons:
+        proxy = result.get("fp16_proxy")
+        return {"source": "fp16 proxy", **{k: proxy[k] for k in ("max_abs_diff", "cosine_min", "top1_agreement")}} if proxy else None
+    worst = max(comparisons.values(), key=lambda c: c["max_abs_diff"])
+    return {"source": str(result["runtime"]), **{k: worst[k] for k in ("max_abs_diff", "cosine_min", "top1_agreement", "top5_overlap")}}
+
+
+def export(
+    model_or_name: str | nn.Module,
+    format: str,  # noqa: A002 - the user-facing word
+    precision: str = "fp32",
+    out: str | Path = "exports",
+    *,
+    checkpoint: str | Path | None = None,
+    model_name: str | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    nhwc: bool = False,
+    labels: str | Path | list[str] | None = None,
+    minimum_deployment_target: str | None = None,
+    coreml_input: str | None = None,
+    deploy: bool = True,
+    verify: bool = True,
+    force: bool = False,
+    tolerance: Tolerance | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> Artifact:
+    """Export one model to one format/precision; see :class:`Artifact` for the outcome.
+
+    User errors (bad name, option, checkpoint, folder) raise :class:`FatDeployError` before any
+    work; a conversion or verification failure returns an Artifact with status ``failed`` and
+    leaves no file behind.
+    """
+    stage = on_stage or (lambda _message: None)
+    fmt = get_format(format)
+    options = {"dynamic_batch": dynamic_batch, "nhwc": nhwc,
+               "minimum_deployment_target": minimum_deployment_target, "coreml_input": coreml_input}
+    check_request_options(fmt, precision, options)
+    if batch < 1:
+        raise UnsupportedOptionError(f"--batch must be at least 1, got {batch}")
+    if dynamic_batch and batch != 1:
+        raise UnsupportedOptionError("--dynamic-batch exports with an example batch of 1; leave --batch out")
+    if isinstance(model_or_name, str):
+        spec = get_spec(model_or_name)
+        reference = create_model(spec.name, checkpoint=checkpoint)
+        name = spec.name
+    else:
+        name = (model_name or type(model_or_name).__name__).lower()
+        spec = get_spec(name)
+        reference = model_or_name.eval()
+    size = resolve_img_size(img_size, spec)
+    out_dir = prepare_output_dir(out)
+    request = ExportRequest(
+        model_name=name, spec=spec, reference=reference,
+        model=reference, img_size=size, precision=precision, batch=batch,
+        dynamic_batch=dynamic_batch, nhwc=nhwc,
+        options={"minimum_deployment_target": minimum_deployment_target, "coreml_input": coreml_input},
+    )
+    labels_source = None
+    if isinstance(labels, (str, Path)):
+        request.labels, labels_source = read_labels(labels, request.num_classes), str(labels)
+    elif labels is not None:
+        request.labels, labels_source = list(labels), "given"
+    target = out_dir / fmt.artifact_name(name, precision, request.options)
+    if target.exists() and not force:
+        raise FatDeployError(f"{target} already exists; pass --force to overwrite it")
+    if deploy:
+        from fat_deploy.models.deploy import to_deploy
+
+        request.model = to_deploy(reference)
+    artifact = Artifact(model=name, format=fmt.name, precision=precision, status=FAILED)
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix=".fat-export-", dir=out_dir))
+    try:
+        staged = workdir / target.name
+        stage("converting")
+        try:
+            with native_stdout_to_stderr(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # converters' deprecation chatter; failures still raise
+                details = fmt.convert(request, staged)
+        except FatDeployError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any converter failure is reported, not raised
+            artifact.error = f"conversion failed: {_one_line(error)}"
+            return artifact
+        export_seconds = time.perf_counter() - started
+        check = tolerance or TOLERANCES[precision]
+        if verify:
+            stage("verifying")
+            try:
+                status, verification = _verify(fmt, request, staged, check, artifact.notes)
+            except Exception as error:  # noqa: BLE001
+                artifact.error = f"verification failed: {_one_line(error)}"
+                return artifact
+        else:
+            status, verification = NOT_VERIFIED, {"skipped": "--no-verify", "tolerance": check.as_dict()}
+            artifact.notes.append("verification skipped (--no-verify)")
+        artifact.comparison = _summary(verification)
+        artifact.status = status
+        if status == FAILED:
+            artifact.error = "verification outside tolerance: " + "; ".join(artifact.notes)
+            return artifact
+        artifact.size_bytes = size_of(staged)
+        manifest = _manifest(request, fmt, staged, details, verification, status, export_seconds,
+                             checkpoint, labels_source, deploy)
+        _place(staged, target)
+        manifest_path = manifest_path_for(target)
+        write_json_atomic(manifest_path, manifest)
+        artifact.path, artifact.manifest_path = target, manifest_path
+        return artifact
+    finally:
+        artifact.seconds = time.perf_counter() - started
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _manifest(
+    request: ExportRequest, fmt: ExportFormat, path: Path, details: dict[str, Any],
+    verification: dict[str, Any], status: str, seconds: float, checkpoint: str | Path | None,
+    labels_source: str | None, deploy: bool,
+) -> dict[str, Any]:
+    spec = request.spec
+    io = fmt.io_spec(request)
+    if labels_source is None and request.num_classes == 1000:
+        labels_source = "ImageNet-1k class indices (names in Core ML classifier: timm ImageNetInfo)"
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "model": request.model_name,
+        "variant_source": spec.source,
+        "official_configuration": spec.official,
+        "checkpoint": {"path": str(checkpoint), "sha256": sha256_of(Path(checkpoint))} if checkpoint else "random init",
+        "deploy_form": deploy,
+        "format": fmt.name,
+        "precision": request.precision,
+        "status": status,
+        "input": io["input"],
+        "output": io["output"],
+        "preprocessing": {
+            "resize_shorter_side": spec.eval_resize if request.img_size[0] == request.img_size[1] == spec.input_size else None,
+            "center_crop": list(request.img_size), "interpolation": spec.interpolation,
+            "value_range": "RGB / 255 -> [0, 1]", "mean": list(spec.mean), "std": list(spec.std),
+        },
+        "labels": {"source": labels_source or "class indices", "count": request.num_classes},
+        "file": {"name": path.name, "size_bytes": size_of(path), "sha256": sha256_of(path)},
+        "format_details": details,
+        "tool_versions": {**tool_versions(), "torch": torch.__version__},
+        "export_seconds": round(seconds, 2),
+        "verification": verification,
+        "host": host_info(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,213 @@
+"""Core ML: an ML-program ``.mlpackage`` (fp32 or fp16 compute), image or tensor input.
+
+The app-friendly variant takes an RGB ``ImageType`` (pixels scaled to [0, 1]; the model's
+per-channel mean/std is applied inside the model, exactly, because Core ML's ImageType has only
+one scale) and, with labels, is a classifier. The tensor variant takes the normalised NCHW tensor
+and returns logits. Prediction needs macOS; elsewhere the package is inspected, not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from fat_deploy.exporters.calibration import batches, unbatch
+from fat_deploy.exporters.registry import (
+    ExportFormat,
+    ExportRequest,
+    RuntimeUnavailable,
+    UnsupportedOptionError,
+    register_format,
+)
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars
+logging.getLogger("coremltools").setLevel(logging.ERROR)  # "Failed to load _MLModelProxy" on Linux
+
+DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
+DEFAULT_TARGET = "iOS16"
+INPUT_KINDS = ("image", "tensor")
+MIL_OPS_EXPECTED = {
+    "add", "cast", "classify", "const", "conv", "gelu", "layer_norm", "linear", "matmul", "mul",
+    "reduce_mean", "relu", "reshape", "silu", "softmax", "split", "transpose", "sub", "real_div",
+    "sigmoid", "slice_by_index", "concat", "squeeze", "expand_dims", "avg_pool", "pad",
+}
+
+
+class PixelNormalize(nn.Module):
+    """(x - mean) / std per channel, for inputs in [0, 1]: lets ImageType stay exact."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).reshape(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std).reshape(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) * self.inv_std)
+
+
+def default_labels(num_classes: int) -> tuple[list[str], str]:
+    """ImageNet-1k class names (from timm's metadata) for 1000 classes, else indices."""
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return [info.index_to_description(i) for i in range(1000)], "ImageNet-1k names (timm ImageNetInfo)"
+    return [str(i) for i in range(num_classes)], "class indices"
+
+
+class CoreMLFormat(ExportFormat):
+    name = "coreml"
+    suffix = ".mlpackage"
+    precisions = ("fp32", "fp16")
+    runtime = "coremltools (macOS only)"
+    converter_modules = ("coremltools",)
+    extra = "coreml"
+    supported_options = frozenset({"minimum_deployment_target", "coreml_input"})
+
+    @staticmethod
+    def input_kind(request: ExportRequest | dict[str, Any]) -> str:
+        options = request if isinstance(request, dict) else request.options
+        kind = options.get("coreml_input") or "image"
+        if kind not in INPUT_KINDS:
+            raise UnsupportedOptionError(f"--coreml-input must be one of {', '.join(INPUT_KINDS)}, got {kind!r}")
+        return kind
+
+    def artifact_name(self, model_name: str, precision: str, options: dict[str, Any]) -> str:
+        stem = super().artifact_name(model_name, precision, options)[: -len(self.suffix)]
+        return f"{stem}_tensor{self.suffix}" if self.input_kind(options) == "tensor" else f"{stem}{self.suffix}"
+
+    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+        import coremltools as ct
+
+        target_name = request.options.get("minimum_deployment_target") or DEFAULT_TARGET
+        if target_name not in DEPLOYMENT_TARGETS:
+            raise UnsupportedOptionError(
+                f"--minimum-deployment-target must be one of {', '.join(DEPLOYMENT_TARGETS)}"
+            )
+        kind = self.input_kind(request)
+        shape = (request.batch, 3, *request.img_size)
+        model: nn.Module = request.model
+        classifier = None
+        if kind == "image":
+            model = PixelNormalize(model, request.spec.mean, request.spec.std).eval()
+            inputs = [ct.ImageType(name="image", shape=shape, scale=1 / 255.0, bias=[0.0, 0.0, 0.0],
+                                   color_layout=ct.colorlayout.RGB)]
+            if request.num_classes > 0:
+                classifier = ct.ClassifierConfig(request.labels or default_labels(request.num_classes)[0])
+        else:
+            inputs = [ct.TensorType(name="input", shape=shape, dtype=np.float32)]
+        with torch.no_grad():
+            traced = torch.jit.trace(model, torch.rand(shape))
+        mlmodel = ct.convert(
+            traced, inputs=inputs, outputs=None if classifier else [ct.TensorType(name="logits")],
+            classifier_config=classifier, convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT16 if request.precision == "fp16" else ct.precision.FLOAT32,
+            minimum_deployment_target=getattr(ct.target, target_name),
+        )
+        spec = request.spec
+        mlmodel.author = "fat-deploy"
+        mlmodel.license = "Weights: as licensed by their owner. FAT architecture: qhfan/FAT."
+        mlmodel.short_description = (
+            f"{request.model_name} ({spec.source}); input {kind} {request.img_size[0]}x{request.img_size[1]}"
+        )
+        mlmodel.version = "1"
+        mlmodel.user_defined_metadata.update({
+            "model": request.model_name,
+            "input_size": "x".join(map(str, request.img_size)),
+            "mean": ",".join(map(str, spec.mean)),
+            "std": ",".join(map(str, spec.std)),
+            "input": kind,
+            "precision": request.precision,
+            "tool_versions": f"torch {torch.__version__}, coremltools {ct.__version__}",
+        })
+        mlmodel.save(str(path))
+        return {"converter": "coremltools (torch.jit.trace)", "minimum_deployment_target": target_name,
+                "input_kind": kind, "classifier": classifier is not None, "ops": self._op_histogram(path)}
+
+    @staticmethod
+    def _load_spec(path: Path) -> Any:
+        import coremltools as ct
+
+        return ct.utils.load_spec(str(path))
+
+    def _op_histogram(self, path: Path) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self._operations(self._load_spec(path)):
+            counts[op.type] = counts.get(op.type, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+    @staticmethod
+    def _operations(spec: Any) -> list[Any]:
+        ops: list[Any] = []
+        for function in spec.mlProgram.functions.values():
+            for block in function.block_specializations.values():
+                ops.extend(block.operations)
+        return ops
+
+    def inspect(self, path: Path, request: ExportRequest) -> list[str]:
+        """Check what can be checked without macOS: I/O, op set, precision, metadata."""
+        spec = self._load_spec(path)
+        problems = []
+        if not spec.HasField("mlProgram"):
+            problems.append("not an ML program")
+        (source,) = spec.description.input
+        height, width = request.img_size
+        if self.input_kind(request) == "image":
+            image = source.type.imageType
+            if source.name != "image" or (image.height, image.width) != (height, width):
+                problems.append(f"image input {source.name} {image.height}x{image.width} != image {height}x{width}")
+        elif list(source.type.multiArrayType.shape) != [request.batch, 3, height, width]:
+            problems.append(f"tensor input shape {list(source.type.multiArrayType.shape)} is wrong")
+        outputs = [o.name for o in spec.description.output]
+        if not outputs:
+            problems.append("no outputs")
+        unknown = sorted({op.type for op in self._operations(spec)} - MIL_OPS_EXPECTED)
+        if unknown:
+            problems.append(f"unexpected MIL ops {unknown}")
+        cast_ops = sum(op.type == "cast" for op in self._operations(spec))
+        if request.precision == "fp16" and cast_ops == 0:
+            problems.append("fp16 requested but the program has no float16 casts")
+        if request.precision == "fp32" and cast_ops > 0:
+            problems.append("fp32 requested but the program casts to float16")
+        metadata = dict(spec.description.metadata.userDefined)
+        if metadata.get("model") != request.model_name:
+            problems.append("model metadata missing")
+        return problems
+
+    def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:
+        if platform.system() != "Darwin":
+            raise RuntimeUnavailable("Core ML prediction needs macOS")
+        if self.input_kind(request) == "image":  # pragma: no cover - macOS only
+            raise RuntimeUnavailable(
+                "numerics of the image/classifier variant are not compared; "
+                "export with --coreml-input tensor to compare logits on macOS"
+            )
+        import coremltools as ct  # pragma: no cover - macOS only
+
+        mlmodel = ct.models.MLModel(str(path))
+        outputs = [mlmodel.predict({"input": group})["logits"] for group in batches(inputs, batch)]
+        return unbatch(outputs, len(inputs))
+
+    def io_spec(self, request: ExportRequest) -> dict[str, Any]:
+        height, width = request.img_size
+        if self.input_kind(request) == "image":
+            source = {"name": "image", "type": "ImageType RGB", "shape": [request.batch, 3, height, width],
+                      "value_range": "0-255 pixels, scaled by 1/255; mean/std applied inside the model"}
+            target = {"names": ["classLabel", "classLabel_probs"], "meaning": "class label and softmax probabilities"} \
+                if request.num_classes > 0 else {"name": "logits", "meaning": "features"}
+        else:
+            source = {"name": "input", "type": "TensorType float32", "shape": [request.batch, 3, height, width],
+                      "layout": "NCHW", "value_range": "normalised (x/255 - mean) / std"}
+            target = {"name": "logits", "shape": [request.batch, request.num_classes], "meaning": "logits"}
+        return {"input": source, "output": target}
+
+
+register_format(CoreMLFormat())

@@ -1,0 +1,111 @@
+"""ONNX: dynamo export at opset 20 (GELU as one node), single file, onnxsim-simplified."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fat_deploy.exporters.calibration import batches, unbatch
+from fat_deploy.exporters.registry import ExportFormat, ExportRequest, register_format
+
+OPSET = 20
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def op_histogram(model: Any) -> dict[str, int]:
+    return dict(Counter(node.op_type for node in model.graph.node).most_common())
+
+
+def topologically_sorted(graph: Any) -> None:
+    """Reorder ``graph.node`` so every node follows its inputs' producers (the fp16 pass appends
+    its input casts at the end, which the ONNX checker rejects)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            raise RuntimeError("ONNX graph has a cycle or a dangling input")
+        for node in ready:
+            available.update(node.output)
+        ordered.extend(ready)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+class OnnxFormat(ExportFormat):
+    name = "onnx"
+    suffix = ".onnx"
+    precisions = ("fp32", "fp16")
+    runtime = "onnxruntime"
+    converter_modules = ("onnx", "onnxscript", "onnxsim", "onnxruntime")
+    extra = "onnx"
+    supported_options = frozenset({"dynamic_batch"})
+
+    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+        import onnx
+        from onnxsim import simplify
+
+        # A dynamic batch needs an example batch >= 2, or torch.export specialises it to 1.
+        example = torch.randn(2 if request.dynamic_batch else request.batch, 3, *request.img_size)
+        dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if request.dynamic_batch else None
+        raw_path = path.with_suffix(".raw.onnx")
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            torch.onnx.export(
+                request.model, (example,), raw_path, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=True,
+                external_data=False, dynamic_axes=dynamic, verbose=False,
+            )
+        exported = onnx.load(raw_path)
+        raw_path.unlink()
+        nodes_exported = len(exported.graph.node)
+        simplified, ok = simplify(exported)
+        if not ok:
+            raise RuntimeError("onnxsim could not validate the simplified graph")
+        if request.precision == "fp16":
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            simplified = convert_float_to_float16(simplified, keep_io_types=True)
+            topologically_sorted(simplified.graph)
+        for key, value in {
+            "model": request.model_name, "input_layout": "NCHW", "precision": request.precision,
+            "mean": ",".join(map(str, request.spec.mean)), "std": ",".join(map(str, request.spec.std)),
+        }.items():
+            simplified.metadata_props.add(key=key, value=value)
+        onnx.checker.check_model(simplified)
+        onnx.save(simplified, path)
+        return {
+            "opset": OPSET, "exporter": "torch.onnx (dynamo)", "simplifier": "onnxsim",
+            "nodes_exported": nodes_exported, "nodes": len(simplified.graph.node),
+            "ops": op_histogram(simplified),
+            "io_dtype": "float32" + (" (float16 graph, float32 I/O)" if request.precision == "fp16" else ""),
+        }
+
+    def session(self, path: Path, threads: int = 1) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:
+        session = self.session(path)
+        outputs = [session.run([OUTPUT_NAME], {INPUT_NAME: group})[0] for group in batches(inputs, batch)]
+        return unbatch(outputs, len(inputs))
+
+    def io_spec(self, request: ExportRequest) -> dict[str, Any]:
+        batch: int | str = "batch" if request.dynamic_batch else request.batch
+        return {
+            "input": {"name": INPUT_NAME, "shape": [batch, 3, *request.img_size], "dtype": "float32", "layout": "NCHW"},
+            "output": {"name": OUTPUT_NAME, "shape": [batch, request.num_classes], "dtype": "float32", "meaning": "logits"},
+        }
+
+
+register_format(OnnxFormat())

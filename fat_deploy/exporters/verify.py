@@ -1,0 +1,95 @@
+"""Artifact vs PyTorch: the metrics, and the tolerances each precision must meet (one place)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Limits an artifact's logits must meet against the fp32 PyTorch model."""
+
+    max_abs_rel: float  # max |artifact - torch| divided by max |torch|
+    min_cosine: float  # worst per-input cosine similarity of the logits
+    min_top1_agreement: float  # fraction of inputs with the same top-1 class
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+# Per precision. fp32 artifacts must reproduce PyTorch to float rounding; fp16 within half
+# precision. Random-init models have near-tied logits, so fp16 top-1 may flip on a few inputs.
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(max_abs_rel=1e-4, min_cosine=0.99999, min_top1_agreement=1.0),
+    "fp16": Tolerance(max_abs_rel=2e-2, min_cosine=0.999, min_top1_agreement=0.75),
+}
+
+
+@dataclass
+class Comparison:
+    """How an artifact's logits compare with PyTorch's on the same inputs."""
+
+    inputs: int
+    max_abs_diff: float
+    max_abs_rel: float
+    cosine_min: float
+    cosine_mean: float
+    top1_agreement: float
+    top5_overlap: float
+    finite: bool
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def _topk(logits: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, logits.shape[1])
+    return np.argsort(-logits, axis=1)[:, :k]
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance | None) -> Comparison:
+    """Metrics of ``candidate`` against ``reference`` (both (N, classes)), checked if a tolerance is given."""
+    reference = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    candidate = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
+    if reference.shape != candidate.shape:
+        raise ValueError(f"output shape {candidate.shape} differs from PyTorch's {reference.shape}")
+    finite = bool(np.isfinite(candidate).all())
+    if not finite:
+        candidate = np.nan_to_num(candidate, nan=0.0, posinf=0.0, neginf=0.0)
+    diff = np.abs(reference - candidate)
+    scale = float(np.abs(reference).max()) or 1.0
+    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
+    cosine = np.where(norms > 0, (reference * candidate).sum(axis=1) / np.maximum(norms, 1e-30), 0.0)
+    top5_ref, top5_cand = _topk(reference, 5), _topk(candidate, 5)
+    overlap = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(top5_ref, top5_cand)])
+    result = Comparison(
+        inputs=len(reference),
+        max_abs_diff=float(diff.max()) if finite else float("inf"),
+        max_abs_rel=float(diff.max() / scale) if finite else float("inf"),
+        cosine_min=float(cosine.min()) if finite else 0.0,
+        cosine_mean=float(cosine.mean()) if finite else 0.0,
+        top1_agreement=float(np.mean(top5_ref[:, 0] == top5_cand[:, 0])),
+        top5_overlap=float(overlap),
+        finite=finite,
+    )
+    if tolerance is not None:
+        if not finite:
+            result.failures.append("non-finite outputs (overflow?)")
+        if result.max_abs_rel > tolerance.max_abs_rel:
+            result.failures.append(
+                f"max relative diff {result.max_abs_rel:.2e} > {tolerance.max_abs_rel:.0e}"
+            )
+        if result.cosine_min < tolerance.min_cosine:
+            result.failures.append(f"cosine {result.cosine_min:.6f} < {tolerance.min_cosine}")
+        if result.top1_agreement < tolerance.min_top1_agreement:
+            result.failures.append(
+                f"top-1 agreement {result.top1_agreement:.2f} < {tolerance.min_top1_agreement}"
+            )
+    return result

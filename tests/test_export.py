@@ -1,0 +1,226 @@
+"""fat-export: bad input is refused up front; every artifact is verified before it is put in place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fat_deploy.cli.export import main as fat_export
+from fat_deploy.exporters import export
+from fat_deploy.exporters.manifest import sha256_of, validate_manifest
+from fat_deploy.exporters.verify import TOLERANCES, Tolerance, compare
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = fat_export(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.startswith("fat-export: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# ---------------------------------------------------------------- refused before any work
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "fat_b7"], "unknown model 'fat_b7': did you mean"),
+        (["--model", "fat_b0", "--format", "savedmodel"], "unknown format 'savedmodel'"),
+        (["--model", "fat_b0", "--precision", "int3"], "unknown precision 'int3'"),
+        (["--model", "fat_b0", "--format", "onnx", "--nhwc"], "--nhwc is not supported for onnx"),
+        (["--model", "fat_b0", "--format", "tflite", "--dynamic-batch"], "--dynamic-batch is not supported for tflite"),
+        (["--model", "fat_b0", "--format", "onnx", "--coreml-input", "tensor"], "--coreml-input is not supported for onnx"),
+        (["--model", "fat_b0", "--img-size", "16"], "too small for fat_b0: it needs at least 32 px"),
+        (["--model", "fat_b0", "--img-size", "64", "64", "64"], "one or two numbers"),
+        (["--model", "fat_b0", "--batch", "0"], "--batch must be at least 1"),
+        (["--model", "fat_b0", "--checkpoint", "/nonexistent/ckpt.pth"], "checkpoint not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str
+) -> None:
+    code, out, err = run_cli(capsys, *argv, "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert message in error_line(err)
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_existing_artifact_is_not_overwritten(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    existing = tmp_path / "fat_b0_onnx_fp32.onnx"
+    existing.write_bytes(b"user's file")
+    code, _, err = run_cli(capsys, "--model", "fat_b0", "--format", "onnx", "--out", str(tmp_path))
+    assert code == 2 and "already exists; pass --force" in error_line(err)
+    assert existing.read_bytes() == b"user's file"
+
+
+def test_unwritable_output(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, "--model", "fat_b0", "--out", str(blocker / "sub"))
+    assert code == 2 and "cannot create output folder" in error_line(err)
+
+
+def test_missing_converter_names_the_extra(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "litert_torch" else real(name, *a))
+    code, _, err = run_cli(capsys, "--model", "fat_b0", "--format", "tflite", "--out", str(tmp_path))
+    assert code == 2 and "pip install 'fat-deploy[tflite]'" in error_line(err)
+
+
+def test_labels_must_match_the_classes(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    with pytest.raises(Exception, match="has 2 labels, the model has 1000 classes"):
+        export("fat_b0", "coreml", out=tmp_path, labels=labels)
+
+
+def test_compare_metrics_and_tolerance() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((4, 10))
+    same = compare(reference, reference.copy(), TOLERANCES["fp32"])
+    assert same.passed and same.max_abs_diff == 0 and same.top1_agreement == 1.0
+    noisy = compare(reference, reference + 0.5 * rng.standard_normal((4, 10)), TOLERANCES["fp32"])
+    assert not noisy.passed and noisy.cosine_min < 0.99999
+    broken = compare(reference, np.full_like(reference, np.inf), TOLERANCES["fp16"])
+    assert not broken.passed and "non-finite" in broken.failures[0]
+
+
+# ---------------------------------------------------------------- end to end (slow)
+
+FORMAT_PRECISIONS = [(f, p) for f in ("onnx", "coreml", "tflite") for p in ("fp32", "fp16")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,precision", FORMAT_PRECISIONS, ids=[f"{f}-{p}" for f, p in FORMAT_PRECISIONS])
+def test_every_format_and_precision(tmp_path: Path, fmt: str, precision: str) -> None:
+    artifact = export("fat_b0", fmt, precision, out=tmp_path)
+    expected = "exported-not-verified" if fmt == "coreml" else "passed"
+    assert artifact.status == expected, artifact.error
+    assert artifact.path is not None and artifact.path.exists()
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    assert validate_manifest(manifest) == []
+    assert manifest["file"]["sha256"] == sha256_of(artifact.path)
+    assert manifest["precision"] == precision and manifest["checkpoint"] == "random init"
+    verification = manifest["verification"]
+    assert verification["tolerance"] == TOLERANCES[precision].as_dict()
+    if fmt == "coreml":
+        assert "Core ML prediction needs macOS" in verification["runtime_unavailable_reason"]
+        assert verification["structure_problems"] == []
+        if precision == "fp16":
+            assert verification["fp16_proxy"]["passed"]
+    else:
+        (comparison,) = verification["comparisons"].values()
+        assert comparison["passed"] and comparison["inputs"] >= 6
+        assert any(name.startswith("skimage:") for name in verification["inputs"])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+@pytest.mark.slow
+def test_onnx_dynamic_batch(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    artifact = export("fat_b0", "onnx", out=tmp_path, dynamic_batch=True, img_size=96)
+    assert artifact.status == "passed", artifact.error
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    assert set(manifest["verification"]["comparisons"]) == {"batch1", "batch4"}
+    assert manifest["input"]["shape"][0] == "batch"
+    session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": np.zeros((3, 3, 96, 96), np.float32)})[0].shape == (3, 1000)
+
+
+@pytest.mark.slow
+def test_tflite_nhwc_input(tmp_path: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    artifact = export("fat_b0", "tflite", out=tmp_path, nhwc=True, img_size=96)
+    assert artifact.status == "passed", artifact.error
+    (source,) = Interpreter(str(artifact.path)).get_input_details()
+    assert list(source["shape"]) == [1, 96, 96, 3]
+
+
+@pytest.mark.slow
+def test_coreml_image_classifier_spec(tmp_path: Path) -> None:
+    import coremltools as ct
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class_{i}" for i in range(1000)))
+    artifact = export("fat_b0", "coreml", out=tmp_path / "out", labels=labels, img_size=96,
+                      minimum_deployment_target="iOS17")
+    assert artifact.status == "exported-not-verified"
+    spec = ct.utils.load_spec(str(artifact.path))
+    (source,) = spec.description.input
+    assert source.name == "image" and source.type.imageType.width == 96
+    assert source.type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    assert {o.name for o in spec.description.output} == {"classLabel", "classLabel_probs"}
+    assert list(spec.mlProgram.functions["main"].block_specializations)  # an ML program
+    assert spec.description.metadata.userDefined["mean"] == "0.485,0.456,0.406"
+    assert "class_999" in str(spec.neuralNetworkClassifier.stringClassLabels) or spec.description.predictedFeatureName == "classLabel"
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    assert manifest["labels"]["source"] == str(labels)
+    assert manifest["format_details"]["minimum_deployment_target"] == "iOS17"
+
+
+@pytest.mark.slow
+def test_coreml_tensor_variant(tmp_path: Path) -> None:
+    import coremltools as ct
+
+    artifact = export("fat_b0", "coreml", out=tmp_path, coreml_input="tensor", img_size=96)
+    assert artifact.path is not None and artifact.path.name == "fat_b0_coreml_fp32_tensor.mlpackage"
+    spec = ct.utils.load_spec(str(artifact.path))
+    assert [i.name for i in spec.description.input] == ["input"]
+    assert [o.name for o in spec.description.output] == ["logits"]
+
+
+@pytest.mark.slow
+def test_forced_verification_failure_leaves_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An existing good artifact must survive a failed --force export.
+    good = tmp_path / "fat_b0_onnx_fp32.onnx"
+    good.write_bytes(b"previous good artifact")
+    monkeypatch.setitem(TOLERANCES, "fp32", Tolerance(max_abs_rel=0.0, min_cosine=1.1, min_top1_agreement=1.0))
+    code, out, err = run_cli(capsys, "--model", "fat_b0", "--format", "onnx", "--img-size", "64",
+                             "--out", str(tmp_path), "--force", "--json")
+    assert code == 1
+    (record,) = json.loads(out)
+    assert record["status"] == "failed" and "verification outside tolerance" in record["error"]
+    assert record["path"] is None
+    assert good.read_bytes() == b"previous good artifact"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fat_b0_onnx_fp32.onnx"]
+
+
+@pytest.mark.slow
+def test_cli_json_and_force(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    args = ["--model", "fat_b0", "--format", "onnx", "--img-size", "64", "--out", str(tmp_path), "--json"]
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0
+    (record,) = json.loads(out)
+    assert record["status"] == "passed" and Path(record["path"]).exists()
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "already exists" in error_line(err)
+    code, out, _ = run_cli(capsys, *args, "--force")
+    assert code == 0 and json.loads(out)[0]["status"] == "passed"
+
+
+@pytest.mark.slow
+def test_checkpoint_is_recorded(tmp_path: Path, fat_b0: torch.nn.Module) -> None:
+    checkpoint = tmp_path / "weights.pth"
+    torch.save(fat_b0.state_dict(), checkpoint)
+    artifact = export("fat_b0", "onnx", out=tmp_path / "out", checkpoint=checkpoint, img_size=64)
+    assert artifact.status == "passed", artifact.error
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    assert manifest["checkpoint"]["sha256"] == sha256_of(checkpoint)
