@@ -18,6 +18,7 @@ $(STAMP): constraints.txt pyproject.toml
 
 demo: setup
 	$(VENV)/bin/fat-export --model fat_b0 --format all --force
+	$(VENV)/bin/fat-latency --backend onnxruntime --threads 1
 	$(PY) -m fat_deploy.models
 
 test: setup

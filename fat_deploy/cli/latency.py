@@ -1,20 +1,122 @@
-"""`fat-latency` console script (argument parsing only)."""
+"""``fat-latency``: time models on PyTorch, onnxruntime, TFLite and Core ML, with their environment."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from fat_deploy.cli.common import EXIT_NOT_IMPLEMENTED, run_cli
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fat_deploy.cli.common import run_cli
+from fat_deploy.errors import FatDeployError
+from fat_deploy.latency.backends import BACKENDS, get_backend
+from fat_deploy.latency.harness import TIMED, Measurement, check_settings, measure
+from fat_deploy.latency.report import (
+    append_jsonl,
+    csv_text,
+    environment_lines,
+    markdown,
+    read_jsonl,
+    rich_table,
+)
+from fat_deploy.models.registry import get_spec, list_models
+
+PROG = "fat-latency"
+DEFAULT_MODELS = ("fat_b0", "fat_b1", "fat_b2")
+THROUGHPUT_BATCH = 32
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=f"Latency of models per runtime. Timed: {TIMED}.")
+    parser.add_argument("--model", nargs="+", default=list(DEFAULT_MODELS), help="model names or 'all' (default: fat_b0 fat_b1 fat_b2)")
+    parser.add_argument("--backend", nargs="+", default=["onnxruntime"], help=f"{', '.join(BACKENDS)} (several allowed)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (coreml: cpu, gpu, all)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op / interpreter threads (default 1)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 1; 32 with --throughput)")
+    parser.add_argument("--img-size", nargs="+", type=int, metavar="PX", help="N or H W (default: each model's)")
+    parser.add_argument("--precision", default="fp32", help="fp32 or fp16")
+    parser.add_argument("--checkpoint", help="weights to load (latency does not depend on them)")
+    parser.add_argument("--artifact", help="time this exported file instead of exporting (one model, one backend)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs after the first (default 10)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs, at least (default 50)")
+    parser.add_argument("--min-seconds", type=float, default=0.0, help="keep timing for at least this long")
+    parser.add_argument("--throughput", action="store_true", help=f"large-batch images/s (batch {THROUGHPUT_BATCH} unless --batch)")
+    parser.add_argument("--no-deploy", action="store_true", help="time the faithful model, not the deploy form (torch)")
+    parser.add_argument("--channels-last", action="store_true", help="torch: channels-last memory format")
+    parser.add_argument("--cache-dir", help="where exported artifacts are kept (default ~/.cache/fat-deploy)")
+    parser.add_argument("--json", metavar="PATH", help="append one JSON line per measurement")
+    parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
+    parser.add_argument("--csv", metavar="PATH", help="write the table as CSV")
+    parser.add_argument("--merge", nargs="+", metavar="JSONL", help="only merge earlier results into one table")
+    return parser
+
+
+def _models(names: list[str]) -> list[str]:
+    if "all" in names:
+        return list_models()
+    return [get_spec(name).name for name in dict.fromkeys(names)]
+
+
+def _write_outputs(args: argparse.Namespace, records: list[dict]) -> None:  # type: ignore[type-arg]
+    for path, text in ((args.markdown, markdown), (args.csv, csv_text)):
+        if path:
+            try:
+                Path(path).write_text(text(records), encoding="utf-8")
+            except OSError as error:
+                raise FatDeployError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    print("fat-latency: not implemented yet", file=sys.stderr)
-    return EXIT_NOT_IMPLEMENTED
+    args = build_parser().parse_args(argv)
+    console = Console() if Console().is_terminal else Console(width=220)
+    if args.merge:
+        records = read_jsonl(args.merge)
+        console.print(rich_table(records, f"fat-latency: {len(records)} merged measurements"))
+        for line in environment_lines(records):
+            console.print(f"environment: {line}")
+        _write_outputs(args, records)
+        return 0
+    models = _models(args.model)
+    backends = [get_backend(name).name for name in dict.fromkeys(args.backend)]
+    batch = args.batch if args.batch is not None else (THROUGHPUT_BATCH if args.throughput else 1)
+    check_settings(args.threads, batch, args.warmup, args.runs, args.min_seconds)
+    if args.artifact:
+        if len(models) != 1 or len(backends) != 1:
+            raise FatDeployError("--artifact times one file: give exactly one --model and one --backend")
+        if not Path(args.artifact).exists():
+            raise FatDeployError(f"artifact not found: {args.artifact}")
+    img_size = tuple(args.img_size) if args.img_size else None
+    results: list[Measurement] = []
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task("measuring", total=len(models) * len(backends))
+        for model in models:
+            for backend in backends:
+                progress.update(task, description=f"{model} on {backend} ({args.device}, {args.threads} thread(s))")
+                results.append(measure(
+                    model, backend, device=args.device, threads=args.threads, batch=batch, img_size=img_size,
+                    precision=args.precision, checkpoint=args.checkpoint, artifact=args.artifact,
+                    warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds,
+                    deploy=not args.no_deploy, channels_last=args.channels_last, cache_dir=args.cache_dir,
+                ))
+                progress.advance(task)
+    records = [r.as_dict() for r in results]
+    console.print(rich_table(records, "fat-latency (median is the headline; random weights, latency only)"))
+    for line in environment_lines(records):
+        console.print(f"environment: {line}")
+    console.print(f"timed: {TIMED}; init = session/interpreter creation; first = first invocation")
+    if args.json:
+        append_jsonl(args.json, records)
+    _write_outputs(args, records)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv, "fat-latency")
+    return run_cli(_main, argv, PROG)
 
 
 if __name__ == "__main__":

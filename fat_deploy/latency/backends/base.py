@@ -1,0 +1,68 @@
+"""What every runtime backend offers the harness: availability with a reason, load, run."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch.nn as nn
+
+from fat_deploy.errors import FatDeployError
+
+
+class BackendError(FatDeployError):
+    """A backend request that cannot be honoured (bad threads, mismatched artifact, ...)."""
+
+
+@dataclass
+class LoadRequest:
+    """What to load: a PyTorch model, or an artifact file exported from it."""
+
+    model_name: str
+    model: nn.Module | None
+    artifact: Path | None
+    batch: int
+    img_size: tuple[int, int]
+    threads: int
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+
+
+class Runner(ABC):
+    """A loaded model that can be invoked on a prepared input."""
+
+    @abstractmethod
+    def prepare(self, batch: np.ndarray) -> Any:
+        """Turn an NCHW float32 batch into what :meth:`run` takes (done once, outside timing)."""
+
+    @abstractmethod
+    def run(self, prepared: Any) -> Any:
+        """One invocation; returns when the result is computed (synchronised on GPUs)."""
+
+    def peak_device_memory_mb(self) -> float | None:
+        return None
+
+
+class Backend(ABC):
+    """A runtime: torch, onnxruntime, tflite, coreml."""
+
+    name: ClassVar[str]
+    artifact_format: ClassVar[str | None] = None  # export format it runs; None: runs the nn.Module
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    def unavailable_reason(self, device: str) -> str | None:
+        """Why this backend cannot run on ``device`` here, or None."""
+        if device not in self.devices:
+            return f"{self.name}: device {device} not supported (supports {', '.join(self.devices)})"
+        return None
+
+    @abstractmethod
+    def load(self, request: LoadRequest) -> Runner:
+        """Create the session/interpreter (timed by the harness as init time)."""
+
+    def version(self) -> str | None:
+        return None

@@ -1,0 +1,62 @@
+"""LiteRT / TFLite interpreter (ai-edge-litert) with XNNPACK and num_threads."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+
+from fat_deploy.latency.backends.base import Backend, BackendError, LoadRequest, Runner
+
+
+class TFLiteRunner(Runner):
+    def __init__(self, interpreter: Any, nhwc: bool) -> None:
+        self.interpreter, self.nhwc = interpreter, nhwc
+        self.input_index = interpreter.get_input_details()[0]["index"]
+
+    def prepare(self, batch: np.ndarray) -> np.ndarray:
+        data = batch.transpose(0, 2, 3, 1) if self.nhwc else batch
+        return np.ascontiguousarray(data, dtype=np.float32)
+
+    def run(self, prepared: Any) -> Any:
+        self.interpreter.set_tensor(self.input_index, prepared)
+        self.interpreter.invoke()
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+    artifact_format = "tflite"
+
+    def unavailable_reason(self, device: str) -> str | None:
+        if device == "cuda":
+            return "cuda: the LiteRT interpreter runs on CPU here (GPU delegates are mobile-only)"
+        if reason := super().unavailable_reason(device):
+            return reason
+        if importlib.util.find_spec("ai_edge_litert") is None:
+            return "tflite: ai-edge-litert not installed (pip install 'fat-deploy[tflite]')"
+        return None
+
+    def load(self, request: LoadRequest) -> Runner:
+        from ai_edge_litert.interpreter import Interpreter
+
+        assert request.artifact is not None
+        try:
+            interpreter = Interpreter(str(request.artifact), num_threads=request.threads)
+            interpreter.allocate_tensors()
+        except Exception as error:  # noqa: BLE001
+            raise BackendError(f"LiteRT cannot load {request.artifact}: {str(error).splitlines()[0][:200]}") from None
+        shape = list(interpreter.get_input_details()[0]["shape"])
+        height, width = request.img_size
+        nchw, nhwc = [request.batch, 3, height, width], [request.batch, height, width, 3]
+        if shape not in (nchw, nhwc):
+            raise BackendError(
+                f"artifact {request.artifact.name} takes input {shape}, not {nchw} or {nhwc}; "
+                "re-export it or change --batch/--img-size"
+            )
+        return TFLiteRunner(interpreter, nhwc=shape == nhwc and shape != nchw)
+
+    def version(self) -> str | None:
+        from fat_deploy.environment import package_version
+
+        return package_version("ai-edge-litert")

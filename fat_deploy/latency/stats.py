@@ -1,0 +1,45 @@
+"""Timing statistics: median is the headline; spread and tails are reported beside it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Summary of per-invocation wall times in milliseconds."""
+
+    runs: int
+    min_ms: float
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    p90_ms: float
+    p99_ms: float
+    images_per_s: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def summarize(samples_ms: list[float] | np.ndarray, batch: int = 1) -> TimingStats:
+    """Statistics of ``samples_ms`` (one entry per invocation of ``batch`` images)."""
+    samples = np.asarray(samples_ms, dtype=np.float64)
+    if samples.size == 0:
+        raise ValueError("no timing samples")
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    median = float(np.median(samples))
+    return TimingStats(
+        runs=int(samples.size),
+        min_ms=float(samples.min()),
+        median_ms=median,
+        mean_ms=float(samples.mean()),
+        std_ms=float(samples.std(ddof=1)) if samples.size > 1 else 0.0,
+        p90_ms=float(np.percentile(samples, 90)),
+        p99_ms=float(np.percentile(samples, 99)),
+        images_per_s=batch * 1000.0 / median if median > 0 else math.inf,
+    )

@@ -1,0 +1,129 @@
+"""fat-latency: statistics, backends (available or with a reason), records, merge, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fat_deploy.cli.latency import main as fat_latency
+from fat_deploy.exporters import export
+from fat_deploy.latency.backends import BackendError
+from fat_deploy.latency.harness import TIMED, measure
+from fat_deploy.latency.report import REQUIRED_FIELDS, append_jsonl, read_jsonl
+from fat_deploy.latency.stats import summarize
+
+
+def test_stats_on_known_samples() -> None:
+    stats = summarize([5.0, 1.0, 4.0, 2.0, 3.0], batch=2)
+    assert (stats.runs, stats.min_ms, stats.median_ms, stats.mean_ms) == (5, 1.0, 3.0, 3.0)
+    assert stats.std_ms == pytest.approx(1.5811388, rel=1e-6)  # sample standard deviation
+    assert stats.p90_ms == pytest.approx(4.6) and stats.p99_ms == pytest.approx(4.96)
+    assert stats.images_per_s == pytest.approx(2000 / 3)
+    assert summarize([7.0]).std_ms == 0.0
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+@pytest.fixture(scope="module")
+def onnx_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    artifact = export("fat_b0", "onnx", out=tmp_path_factory.mktemp("onnx"), img_size=64)
+    assert artifact.path is not None, artifact.error
+    return artifact.path
+
+
+def _sane(record, backend: str) -> None:  # type: ignore[no-untyped-def]
+    assert record.status == "ok", record.reason
+    assert record.backend == backend and record.stats["runs"] >= 3
+    stats = record.stats
+    assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["p99_ms"]
+    assert record.init_ms > 0 and record.first_run_ms > 0 and record.peak_rss_mb > 0
+    assert record.environment["threads"] == 1 and record.environment["cores"] >= 1
+    assert record.timed == TIMED
+
+
+def test_torch_backend_measures(tmp_path: Path) -> None:
+    record = measure("fat_b0", "torch", img_size=64, runs=3, warmup=1)
+    _sane(record, "torch")
+    assert record.artifact is None
+
+
+def test_onnxruntime_backend_times_an_artifact(onnx_64: Path) -> None:
+    record = measure("fat_b0", "onnxruntime", img_size=64, runs=3, warmup=1, artifact=onnx_64)
+    _sane(record, "onnxruntime")
+    assert record.artifact_sha256 and len(record.artifact_sha256) == 64
+
+
+@pytest.mark.slow
+def test_tflite_backend_exports_then_measures(tmp_path: Path) -> None:
+    record = measure("fat_b0", "tflite", img_size=64, runs=3, warmup=1, cache_dir=tmp_path)
+    _sane(record, "tflite")
+    again = measure("fat_b0", "tflite", img_size=64, runs=3, warmup=1, cache_dir=tmp_path)
+    assert again.artifact == record.artifact  # the cached, verified export is reused
+
+
+def test_unavailable_backends_say_why() -> None:
+    coreml = measure("fat_b0", "coreml", img_size=64)
+    assert coreml.status == "unavailable" and coreml.reason == "coreml: prediction needs macOS"
+    assert coreml.stats is None
+    if not torch.cuda.is_available():
+        cuda = measure("fat_b0", "torch", device="cuda", img_size=64)
+        assert cuda.status == "unavailable" and cuda.reason == "cuda: no CUDA device"
+
+
+def test_records_round_trip_and_merge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = measure("fat_b0", "torch", img_size=64, runs=3, warmup=0).as_dict()
+    second = measure("fat_b0", "coreml", img_size=64).as_dict()
+    append_jsonl(tmp_path / "a.jsonl", [first])
+    append_jsonl(tmp_path / "b.jsonl", [second])
+    append_jsonl(tmp_path / "a.jsonl", [first])  # appends, never overwrites
+    records = read_jsonl([tmp_path / "a.jsonl", tmp_path / "b.jsonl"])
+    assert len(records) == 3 and all(set(REQUIRED_FIELDS) <= set(r) for r in records)
+    assert json.loads(json.dumps(records[0])) == records[0]
+    code = fat_latency(["--merge", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"),
+                        "--markdown", str(tmp_path / "t.md"), "--csv", str(tmp_path / "t.csv")])
+    out = capsys.readouterr().out
+    assert code == 0 and "3 merged measurements" in out and "prediction needs macOS" in out
+    markdown = (tmp_path / "t.md").read_text()
+    assert markdown.count("| fat_b0 |") == 3 and "Environment: cpu" in markdown
+    assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("model,backend,device")
+
+
+def test_cli_measures_and_appends_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = tmp_path / "r.jsonl"
+    code = fat_latency(["--model", "fat_b0", "--backend", "torch", "coreml", "--img-size", "64",
+                        "--runs", "3", "--warmup", "0", "--json", str(out_file)])
+    assert code == 0
+    records = read_jsonl([out_file])
+    assert [r["backend"] for r in records] == ["torch", "coreml"]
+    assert "timed: model invocation only" in capsys.readouterr().out
+
+
+def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert fat_latency(list(argv)) == 2
+    err = capsys.readouterr().err
+    (line,) = [l for l in err.splitlines() if l.startswith("fat-latency: error:")]
+    assert "Traceback" not in err
+    return line
+
+
+def test_bad_cli_input(capsys: pytest.CaptureFixture[str], tmp_path: Path, onnx_64: Path) -> None:
+    assert "unknown backend 'tensorrt'" in _error(capsys, "--backend", "tensorrt")
+    assert "--threads must be at least 1" in _error(capsys, "--threads", "0")
+    assert "unknown model 'fat_b8'" in _error(capsys, "--model", "fat_b8")
+    assert "artifact not found" in _error(capsys, "--model", "fat_b0", "--artifact", str(tmp_path / "x.onnx"))
+    assert "exactly one --model" in _error(capsys, "--artifact", str(onnx_64))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"model": "x"}\n')
+    assert "not a fat-latency record" in _error(capsys, "--merge", str(bad))
+
+
+def test_artifact_that_does_not_match(onnx_64: Path) -> None:
+    with pytest.raises(BackendError, match=r"takes input \[1, 3, 64, 64\], not \[1, 3, 96, 96\]"):
+        measure("fat_b0", "onnxruntime", img_size=96, artifact=onnx_64, runs=1)
+    with pytest.raises(BackendError, match=r"not \[4, 3, 64, 64\].*--dynamic-batch"):
+        measure("fat_b0", "onnxruntime", img_size=64, batch=4, artifact=onnx_64, runs=1)
+    with pytest.raises(BackendError, match="times a model, not an artifact"):
+        measure("fat_b0", "torch", artifact=onnx_64)
