@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"Core ML: minimum deployment target (default {DEFAULT_TARGET})")
     parser.add_argument("--coreml-input", choices=INPUT_KINDS,
                         help="Core ML: 'image' (RGB ImageType + classifier, default) or 'tensor' (normalised NCHW, logits)")
+    parser.add_argument("--calibration", metavar="DIR", help="int8-static: folder of calibration images (default: shipped sample photos)")
+    parser.add_argument("--calibration-size", type=int, metavar="N", help="int8-static: calibration samples (default 32)")
+    parser.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), help="int8-static: calibrator (default minmax)")
+    parser.add_argument("--keep-float", nargs="+", metavar="PATTERN", help="quantized modes: keep nodes whose name matches in float")
     parser.add_argument("--no-deploy", action="store_true", help="export the faithful model, not the deploy form")
     parser.add_argument("--no-verify", action="store_true", help="skip running the artifact (status: exported-not-verified)")
     parser.add_argument("--force", action="store_true", help="overwrite existing artifacts")
@@ -64,7 +68,9 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str]]:
     formats = list_formats() if every else list(dict.fromkeys(args.format))
     options = {"dynamic_batch": args.dynamic_batch, "nhwc": args.nhwc,
                "minimum_deployment_target": args.minimum_deployment_target,
-               "coreml_input": args.coreml_input}
+               "coreml_input": args.coreml_input, "calibration": args.calibration,
+               "calibration_size": args.calibration_size, "calibration_method": args.calibration_method,
+               "keep_float": args.keep_float}
     plan = []
     for name in formats:
         fmt = get_format(name)
@@ -135,6 +141,8 @@ def _main(argv: Sequence[str] | None) -> int:
                 nhwc=args.nhwc and fmt_name == "tflite", labels=args.labels if fmt_name == "coreml" else None,
                 minimum_deployment_target=args.minimum_deployment_target if fmt_name == "coreml" else None,
                 coreml_input=args.coreml_input if fmt_name == "coreml" else None,
+                calibration=args.calibration, calibration_size=args.calibration_size,
+                calibration_method=args.calibration_method, keep_float=args.keep_float,
                 deploy=not args.no_deploy, verify=not args.no_verify, force=args.force, on_stage=stage,
             )
             artifacts.append(artifact)

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from fat_deploy.environment import host_info, native_stdout_to_stderr, tool_versions
 from fat_deploy.errors import FatDeployError, InputSizeError
-from fat_deploy.exporters.calibration import verification_inputs
+from fat_deploy.exporters.calibration import held_out_inputs, verification_inputs
 from fat_deploy.exporters.manifest import (
     MANIFEST_SCHEMA_VERSION,
     manifest_path_for,
@@ -30,6 +30,7 @@ from fat_deploy.exporters.manifest import (
 )
 from fat_deploy.exporters.registry import (
     PRECISIONS,
+    QUANTIZED,
     ExportFormat,
     ExportRequest,
     RuntimeUnavailable,
@@ -45,7 +46,12 @@ OPTION_FLAGS = {
     "nhwc": "--nhwc",
     "minimum_deployment_target": "--minimum-deployment-target",
     "coreml_input": "--coreml-input",
+    "calibration": "--calibration",
+    "calibration_size": "--calibration-size",
+    "calibration_method": "--calibration-method",
+    "keep_float": "--keep-float",
 }
+CALIBRATION_OPTIONS = ("calibration", "calibration_size", "calibration_method")
 DYNAMIC_BATCH_CHECKS = (1, 4)
 
 
@@ -109,6 +115,12 @@ def check_request_options(fmt: ExportFormat, precision: str, options: dict[str, 
             f"{fmt.name} does not support precision {precision}: it supports {', '.join(fmt.precisions)}"
         )
     for option, value in options.items():
+        if value and option in CALIBRATION_OPTIONS and precision != "int8-static":
+            raise UnsupportedOptionError(f"{OPTION_FLAGS[option]} applies to int8-static only, not {precision}")
+        if value and option == "keep_float" and precision not in QUANTIZED:
+            raise UnsupportedOptionError(f"--keep-float applies to quantized modes only, not {precision}")
+        if value and option in (*CALIBRATION_OPTIONS, "keep_float"):
+            continue
         if value and option not in fmt.supported_options:
             raise UnsupportedOptionError(f"{OPTION_FLAGS.get(option, option)} is not supported for {fmt.name}")
     if reason := fmt.unavailable_reason():
@@ -171,9 +183,14 @@ def _fp16_proxy(request: ExportRequest, inputs: np.ndarray, reference: np.ndarra
 def _verify(
     fmt: ExportFormat, request: ExportRequest, path: Path, tolerance: Tolerance, notes: list[str]
 ) -> tuple[str, dict[str, Any]]:
-    inputs, names = verification_inputs(request.spec, request.img_size)
+    if request.precision in QUANTIZED:  # held-out images: never the calibration ones
+        calibrated_on = list(request.options.get("calibrated_on") or [])
+        inputs, names = held_out_inputs(request.spec, request.img_size, calibrated_on)
+    else:
+        inputs, names = verification_inputs(request.spec, request.img_size)
     reference = _reference_logits(request.reference, inputs)
-    result: dict[str, Any] = {"inputs": names, "tolerance": tolerance.as_dict(), "runtime": fmt.runtime}
+    result: dict[str, Any] = {"inputs": names, "tolerance": tolerance.as_dict(), "runtime": fmt.runtime,
+                              "reference": "fp32 PyTorch model (faithful form)"}
     problems = fmt.inspect(path, request)
     result["structure_problems"] = problems
     batches = DYNAMIC_BATCH_CHECKS if request.dynamic_batch else (request.batch,)
@@ -206,7 +223,8 @@ def _summary(result: dict[str, Any]) -> dict[str, Any] | None:
         proxy = result.get("fp16_proxy")
         return {"source": "fp16 proxy", **{k: proxy[k] for k in ("max_abs_diff", "cosine_min", "top1_agreement")}} if proxy else None
     worst = max(comparisons.values(), key=lambda c: c["max_abs_diff"])
-    return {"source": str(result["runtime"]), **{k: worst[k] for k in ("max_abs_diff", "cosine_min", "top1_agreement", "top5_overlap")}}
+    keys = ("max_abs_diff", "cosine_min", "top1_agreement", "top5_overlap", "sqnr_db")
+    return {"source": str(result["runtime"]), **{k: worst[k] for k in keys}}
 
 
 def export(
@@ -224,6 +242,10 @@ def export(
     labels: str | Path | list[str] | None = None,
     minimum_deployment_target: str | None = None,
     coreml_input: str | None = None,
+    calibration: str | Path | None = None,
+    calibration_size: int | None = None,
+    calibration_method: str | None = None,
+    keep_float: list[str] | None = None,
     deploy: bool = True,
     verify: bool = True,
     force: bool = False,
@@ -239,7 +261,9 @@ def export(
     stage = on_stage or (lambda _message: None)
     fmt = get_format(format)
     options = {"dynamic_batch": dynamic_batch, "nhwc": nhwc,
-               "minimum_deployment_target": minimum_deployment_target, "coreml_input": coreml_input}
+               "minimum_deployment_target": minimum_deployment_target, "coreml_input": coreml_input,
+               "calibration": calibration, "calibration_size": calibration_size,
+               "calibration_method": calibration_method, "keep_float": keep_float}
     check_request_options(fmt, precision, options)
     if batch < 1:
         raise UnsupportedOptionError(f"--batch must be at least 1, got {batch}")
@@ -259,13 +283,17 @@ def export(
         model_name=name, spec=spec, reference=reference,
         model=reference, img_size=size, precision=precision, batch=batch,
         dynamic_batch=dynamic_batch, nhwc=nhwc,
-        options={"minimum_deployment_target": minimum_deployment_target, "coreml_input": coreml_input},
+        options={k: v for k, v in options.items() if k not in ("dynamic_batch", "nhwc")},
     )
     labels_source = None
     if isinstance(labels, (str, Path)):
         request.labels, labels_source = read_labels(labels, request.num_classes), str(labels)
     elif labels is not None:
         request.labels, labels_source = list(labels), "given"
+    if calibration is not None:
+        from fat_deploy.exporters.calibration import folder_images
+
+        folder_images(calibration)  # an empty or unreadable folder fails here, before any work
     target = out_dir / fmt.artifact_name(name, precision, request.options)
     if target.exists() and not force:
         raise FatDeployError(f"{target} already exists; pass --force to overwrite it")
@@ -289,6 +317,8 @@ def export(
             artifact.error = f"conversion failed: {_one_line(error)}"
             return artifact
         export_seconds = time.perf_counter() - started
+        if "calibration" in details:
+            request.options["calibrated_on"] = details["calibration"]["images"]
         check = tolerance or TOLERANCES[precision]
         if verify:
             stage("verifying")

@@ -105,3 +105,54 @@ def batches(inputs: np.ndarray, batch: int) -> list[np.ndarray]:
 
 def unbatch(outputs: Sequence[np.ndarray], count: int) -> np.ndarray:
     return np.concatenate(list(outputs))[:count]
+
+
+CALIBRATION_PHOTOS = 4  # the first photos calibrate by default; the rest stay held out
+MIN_CALIBRATION_IMAGES = 4
+
+
+def _random_crops(image: Image.Image, count: int, rng: np.random.Generator) -> list[Image.Image]:
+    crops = []
+    for _ in range(count):
+        side = int(min(image.size) * rng.uniform(0.4, 1.0))
+        left = int(rng.integers(0, image.width - side + 1))
+        top = int(rng.integers(0, image.height - side + 1))
+        crop = image.crop((left, top, left + side, top + side))
+        crops.append(crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop)
+    return crops
+
+
+def calibration_batch(
+    spec: ModelSpec, size: tuple[int, int], folder: str | Path | None = None, count: int = 32, seed: int = 0
+) -> tuple[np.ndarray, list[str]]:
+    """``count`` preprocessed calibration inputs (NCHW) and the images they came from.
+
+    From ``folder`` when given (every image, cycled with random crops up to ``count``); otherwise
+    random crops of the first shipped sample photos, which verification then never uses.
+    """
+    if count < 1:
+        raise CalibrationError(f"--calibration-size must be at least 1, got {count}")
+    images = folder_images(folder) if folder else sample_photos()[:CALIBRATION_PHOTOS]
+    if not images:
+        raise CalibrationError("no calibration images: pass --calibration DIR (scikit-image is not installed)")
+    rng = np.random.default_rng(seed)
+    samples = [image for _, image in images][:count]
+    while len(samples) < count:
+        samples += _random_crops(images[len(samples) % len(images)][1], 1, rng)
+    return np.stack([preprocess(image, spec, size) for image in samples]), [name for name, _ in images]
+
+
+def held_out_inputs(
+    spec: ModelSpec, size: tuple[int, int], calibrated_on: list[str], random: int = 2, seed: int = 1
+) -> tuple[np.ndarray, list[str]]:
+    """Evaluation inputs that share no image with the calibration set: photos and their crops."""
+    rng = np.random.default_rng(seed)
+    named: list[tuple[str, np.ndarray]] = []
+    for name, image in sample_photos():
+        if name in calibrated_on:
+            continue
+        named.append((name, preprocess(image, spec, size)))
+        named += [(f"{name}:crop{i}", preprocess(crop, spec, size))
+                  for i, crop in enumerate(_random_crops(image, 3, rng))]
+    named += [(f"random-normal:{i}", rng.standard_normal((3, *size)).astype(np.float32)) for i in range(random)]
+    return np.stack([array for _, array in named]), [name for name, _ in named]

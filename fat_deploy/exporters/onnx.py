@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from fat_deploy.exporters.calibration import batches, unbatch
+from fat_deploy.exporters.onnx_quantize import ONNX_QUANTIZED, quantize
 from fat_deploy.exporters.registry import ExportFormat, ExportRequest, register_format
 
 OPSET = 20
@@ -42,7 +43,7 @@ def topologically_sorted(graph: Any) -> None:
 class OnnxFormat(ExportFormat):
     name = "onnx"
     suffix = ".onnx"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", *ONNX_QUANTIZED)
     runtime = "onnxruntime"
     converter_modules = ("onnx", "onnxscript", "onnxsim", "onnxruntime")
     extra = "onnx"
@@ -73,6 +74,12 @@ class OnnxFormat(ExportFormat):
 
             simplified = convert_float_to_float16(simplified, keep_io_types=True)
             topologically_sorted(simplified.graph)
+        quant_details: dict[str, Any] = {}
+        if request.precision in ONNX_QUANTIZED:
+            quantized_path = path.with_suffix(".quant.onnx")
+            quant_details = quantize(request, simplified, quantized_path, INPUT_NAME)
+            simplified = onnx.load(quantized_path)
+            quantized_path.unlink()
         for key, value in {
             "model": request.model_name, "input_layout": "NCHW", "precision": request.precision,
             "mean": ",".join(map(str, request.spec.mean)), "std": ",".join(map(str, request.spec.std)),
@@ -85,6 +92,7 @@ class OnnxFormat(ExportFormat):
             "nodes_exported": nodes_exported, "nodes": len(simplified.graph.node),
             "ops": op_histogram(simplified),
             "io_dtype": "float32" + (" (float16 graph, float32 I/O)" if request.precision == "fp16" else ""),
+            **quant_details,
         }
 
     def session(self, path: Path, threads: int = 1) -> Any:

@@ -15,7 +15,8 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.models.registry import ModelSpec
 
 # Every precision / quantization mode fat-deploy knows, named explicitly (never one "int8").
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+QUANTIZED = frozenset({"int8-dynamic", "int8-static"})
 
 
 class UnsupportedOptionError(FatDeployError):
@@ -56,6 +57,7 @@ class ExportFormat(ABC):
     precisions: ClassVar[tuple[str, ...]]
     runtime: ClassVar[str]
     converter_modules: ClassVar[tuple[str, ...]]  # importable names the converter needs
+    quantization_options: ClassVar[frozenset[str]] = frozenset()
     extra: ClassVar[str]  # pip extra that installs them
     supported_options: ClassVar[frozenset[str]] = frozenset()
 

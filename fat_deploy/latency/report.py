@@ -74,7 +74,8 @@ def environment_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for r in records:
         env = r.get("environment") or {}
-        keys = ("cpu", "cores", "os", "python", "torch", "onnxruntime", "ai-edge-litert", "coremltools", "gpu")
+        keys = ("cpu", "cores", "os", "python", "torch", "onnxruntime", "ai-edge-litert", "coremltools", "gpu",
+                "gpu_driver", "cuda")
         seen["; ".join(f"{k} {env[k]}" for k in keys if k in env)] = None
     return list(seen)
 

@@ -1,0 +1,88 @@
+"""onnxruntime quantization passes, each with an explicit name.
+
+* ``int8-dynamic``: MatMul/Gemm weights int8, activations quantized at run time (convolutions
+  stay float: dynamic ConvInteger is several times slower on x86, see toolchain.md §4).
+* ``int8-static``: QDQ, per-channel int8 weights, uint8 activations (signed activations are
+  slower on x86), calibrated on real images with MinMax, Entropy or Percentile.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch
+from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
+
+ONNX_QUANTIZED = ("int8-dynamic", "int8-static")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Weighted layers only: quantizing the attention matmuls and softmax (activation x activation)
+# costs most of the accuracy for little speed (see benchmarks).
+STATIC_OP_TYPES = ["Conv", "Gemm"]
+
+
+class _BatchReader:
+    """Feeds calibration inputs one at a time (the onnxruntime CalibrationDataReader protocol)."""
+
+    def __init__(self, inputs: np.ndarray, input_name: str) -> None:
+        self._feeds = iter([{input_name: sample[None]} for sample in inputs])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:  # not needed for one pass
+        pass
+
+
+def _excluded_nodes(model_path: Path, patterns: list[str]) -> list[str]:
+    import onnx
+
+    names = [node.name for node in onnx.load(str(model_path)).graph.node]
+    return [name for name in names if any(fnmatch.fnmatch(name, p) or p in name for p in patterns)]
+
+
+def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: str) -> dict[str, Any]:
+    """Quantize ``float_model`` (a simplified fp32 ModelProto) into ``path``; details for the manifest."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    options = request.options
+    method = (options.get("calibration_method") or "minmax").lower()
+    if method not in CALIBRATION_METHODS:
+        raise UnsupportedOptionError(f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}")
+    keep_float = list(options.get("keep_float") or [])
+    with tempfile.TemporaryDirectory() as folder:
+        float_path, prepared = Path(folder) / "float.onnx", Path(folder) / "prepared.onnx"
+        onnx.save(float_model, float_path)
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        excluded = _excluded_nodes(prepared, keep_float) if keep_float else []
+        details: dict[str, Any] = {"quantizer": "onnxruntime.quantization", "float_size_bytes": float_path.stat().st_size,
+                                   "kept_float_nodes": excluded}
+        if request.precision == "int8-dynamic":
+            quantize_dynamic(str(prepared), str(path), op_types_to_quantize=["MatMul", "Gemm"],
+                             weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=excluded)
+            details["scheme"] = "dynamic: MatMul/Gemm int8 weights, activations quantized at run time; Conv float"
+            return details
+        calibration, sources = calibration_batch(
+            request.spec, request.img_size, options.get("calibration"), int(options.get("calibration_size") or 32)
+        )
+        if len(set(sources)) < MIN_CALIBRATION_IMAGES:
+            details["warning"] = f"only {len(set(sources))} distinct calibration images; {MIN_CALIBRATION_IMAGES}+ recommended"
+        quantize_static(
+            str(prepared), str(path), _BatchReader(calibration, input_name), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            op_types_to_quantize=STATIC_OP_TYPES,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
+            nodes_to_exclude=excluded,
+        )
+        details.update({
+            "scheme": "static QDQ: per-channel int8 weights, uint8 activations",
+            "calibration": {"method": method, "samples": len(calibration), "images": sources},
+        })
+        return details
