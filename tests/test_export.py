@@ -140,6 +140,12 @@ def test_onnx_dynamic_batch(tmp_path: Path) -> None:
     assert manifest["input"]["shape"][0] == "batch"
     session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": np.zeros((3, 3, 96, 96), np.float32)})[0].shape == (3, 1000)
+    import onnx
+
+    graph = onnx.load(str(artifact.path)).graph
+    # Nodes are named after their PyTorch modules (for --keep-float); no stack traces ship.
+    assert any(node.name.startswith("layers.0.blocks.0.cpe/") for node in graph.node)
+    assert not any(node.metadata_props for node in graph.node)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 from collections import Counter
@@ -21,6 +22,20 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 def op_histogram(model: Any) -> dict[str, int]:
     return dict(Counter(node.op_type for node in model.graph.node).most_common())
+
+
+def name_nodes_by_module(graph: Any) -> None:
+    """Name nodes after the PyTorch module that produced them (``layers.0.blocks.1.cpe/conv2d_7``)
+    and drop the exporter's per-node metadata (stack traces with local file paths)."""
+    taken: set[str] = set()
+    for node in graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes:
+            parts = [part for part in ast.literal_eval(scopes) if part]
+            candidate = "/".join(parts[-2:]) if parts else node.name
+            node.name = candidate if candidate not in taken else f"{candidate}_{len(taken)}"
+        taken.add(node.name)
+        del node.metadata_props[:]
 
 
 def topologically_sorted(graph: Any) -> None:
@@ -65,6 +80,7 @@ class OnnxFormat(ExportFormat):
             )
         exported = onnx.load(raw_path)
         raw_path.unlink()
+        name_nodes_by_module(exported.graph)
         nodes_exported = len(exported.graph.node)
         simplified, ok = simplify(exported)
         if not ok:
