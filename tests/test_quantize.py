@@ -16,10 +16,11 @@ from fat_deploy.models import get_spec
 @pytest.mark.parametrize(
     "fmt,precision,kwargs,message",
     [
-        ("tflite", "int8-static", {}, "tflite does not support precision int8-static"),
+        ("coreml", "int8-weights", {}, "coreml does not support precision int8-weights"),
         ("coreml", "int8-dynamic", {}, "coreml does not support precision int8-dynamic"),
         ("onnx", "int8", {}, "unknown precision 'int8'"),
         ("onnx", "int8-dynamic", {"calibration_method": "entropy"}, "--calibration-method applies to int8-static only"),
+        ("onnx", "int8-weights", {}, "onnx does not support precision int8-weights"),
         ("onnx", "fp32", {"keep_float": ["head"]}, "--keep-float applies to quantized modes only"),
     ],
 )
@@ -79,3 +80,29 @@ def test_int8_static_is_measured_and_never_placed_when_it_collapses(tmp_path: Pa
         manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
         assert "QuantizeLinear" in manifest["format_details"]["ops"]
         assert manifest["format_details"]["calibration"]["samples"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["int8-dynamic", "int8-weights"])
+def test_tflite_int8_weight_modes(tmp_path: Path, precision: str) -> None:
+    artifact = export("fat_b0", "tflite", precision, out=tmp_path, img_size=64)
+    assert artifact.status == "passed", artifact.error
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    details = manifest["format_details"]
+    assert details["quantizer"] == "ai-edge-quantizer"
+    assert artifact.size_bytes <= 0.3 * details["float_size_bytes"]  # type: ignore[operator]
+    assert details["io"]["input"]["dtype"] == "float32"  # drops into apps unchanged
+    (comparison,) = manifest["verification"]["comparisons"].values()
+    assert comparison["cosine_min"] >= 0.95 and comparison["sqnr_db"] > 10
+
+
+def test_quantized_tflite_input_conversion() -> None:
+    import numpy as np
+
+    from fat_deploy.exporters.tflite import from_output_dtype, to_input_dtype
+
+    detail = {"dtype": np.int8, "quantization": (0.5, -3)}
+    quantized = to_input_dtype(np.array([0.0, 1.0, -100.0, 100.0], np.float32), detail)
+    assert quantized.dtype == np.int8 and quantized.tolist() == [-3, -1, -128, 127]
+    assert from_output_dtype(quantized[:2], detail).tolist() == [0.0, 1.0]
+    assert to_input_dtype(np.ones(2), {"dtype": np.float32, "quantization": (0.0, 0)}).dtype == np.float32

@@ -15,8 +15,8 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.models.registry import ModelSpec
 
 # Every precision / quantization mode fat-deploy knows, named explicitly (never one "int8").
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
-QUANTIZED = frozenset({"int8-dynamic", "int8-static"})
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-weights", "int8-static")
+QUANTIZED = frozenset({"int8-dynamic", "int8-weights", "int8-static"})
 
 
 class UnsupportedOptionError(FatDeployError):

@@ -29,10 +29,28 @@ def non_builtin_ops(ops: dict[str, int]) -> list[str]:
     return sorted(op for op in ops if op.startswith("Flex") or op.upper() == "CUSTOM" or "DELEGATE" in op.upper())
 
 
+def to_input_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float values as the input tensor wants them: as is, or quantized with its scale/zero point."""
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return values.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def from_output_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Output tensor values as float (dequantized when the output is integer)."""
+    if detail["dtype"] == np.float32:
+        return values.copy()
+    scale, zero_point = detail["quantization"]
+    return (values.astype(np.float32) - zero_point) * scale
+
+
 class TFLiteFormat(ExportFormat):
     name = "tflite"
     suffix = ".tflite"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8-dynamic", "int8-weights", "int8-static")
     runtime = "ai-edge-litert"
     converter_modules = ("litert_torch", "ai_edge_litert")
     extra = "tflite"
@@ -51,28 +69,59 @@ class TFLiteFormat(ExportFormat):
         with torch.no_grad():
             litert_torch.convert(model.eval(), (example,)).export(str(path))
         details: dict[str, Any] = {"converter": "litert-torch", "runtime": "ai-edge-litert (XNNPACK)"}
-        if request.precision == "fp16":
-            details["quantizer"] = self._to_fp16_weights(path)
+        if request.precision != "fp32":
+            details.update(self._quantize(path, request))
         ops = op_histogram(path)
-        details.update({"ops": ops, "nodes": sum(ops.values())})
+        details.update({"ops": ops, "nodes": sum(ops.values()), "io": self._io_types(path)})
         if bad := non_builtin_ops(ops):
             raise RuntimeError(f"TFLite graph needs non-builtin ops {bad}; only builtin ops are allowed")
         return details
 
     @staticmethod
-    def _to_fp16_weights(path: Path) -> str:
-        from ai_edge_quantizer import qtyping, quantizer
+    def _quantize(path: Path, request: ExportRequest) -> dict[str, Any]:
+        """Rewrite the float .tflite at ``path`` with an ai-edge-quantizer recipe for the mode."""
+        from ai_edge_quantizer import qtyping, quantizer, recipe
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-        fp16 = quantizer.Quantizer(str(path))
-        fp16.add_weight_only_config(
-            regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
-            algorithm_key=AlgorithmName.FLOAT_CASTING,
-        )
-        result = fp16.quantize()
+        engine = quantizer.Quantizer(str(path))
+        details: dict[str, Any] = {"quantizer": "ai-edge-quantizer", "float_size_bytes": path.stat().st_size}
+        if request.precision == "fp16":
+            engine.add_weight_only_config(
+                regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                algorithm_key=AlgorithmName.FLOAT_CASTING,
+            )
+            details["scheme"] = "float16 weights (fp32 compute, DEQUANTIZE at load)"
+        else:
+            recipes = {"int8-dynamic": (recipe.dynamic_wi8_afp32, "dynamic range: int8 weights, activations quantized at run time"),
+                       "int8-weights": (recipe.weight_only_wi8_afp32, "weight-only int8 (dequantized to fp32 compute)"),
+                       "int8-static": (recipe.static_wi8_ai8, "static W8A8 with float32 I/O")}
+            make_recipe, details["scheme"] = recipes[request.precision]
+            engine.load_quantization_recipe(make_recipe())
+        calibration_result = None
+        if request.precision == "int8-static":
+            from fat_deploy.exporters.calibration import calibration_batch
+
+            samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
+                                                 int(request.options.get("calibration_size") or 32))
+            if request.nhwc:
+                samples = samples.transpose(0, 2, 3, 1)
+            signature, input_name = "serving_default", "args_0"
+            calibration_result = engine.calibrate({signature: [{input_name: s[None]} for s in samples]})
+            details["calibration"] = {"method": "minmax", "samples": len(samples), "images": sources}
+        result = engine.quantize(calibration_result, enable_progress_report=False)
         path.unlink()
         result.export_model(str(path))
-        return "ai-edge-quantizer float16 weight casting (fp32 compute, DEQUANTIZE at load)"
+        return details
+
+    @staticmethod
+    def _io_types(path: Path) -> dict[str, Any]:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(str(path))
+        describe = lambda d: {"dtype": np.dtype(d["dtype"]).name,  # noqa: E731
+                              "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
+        return {"input": describe(interpreter.get_input_details()[0]),
+                "output": describe(interpreter.get_output_details()[0])}
 
     def interpreter(self, path: Path, threads: int = 1) -> Any:
         from ai_edge_litert.interpreter import Interpreter
@@ -87,9 +136,9 @@ class TFLiteFormat(ExportFormat):
         outputs = []
         for group in batches(inputs, batch):
             feed = group.transpose(0, 2, 3, 1) if request.nhwc else group
-            interpreter.set_tensor(source["index"], np.ascontiguousarray(feed, dtype=np.float32))
+            interpreter.set_tensor(source["index"], to_input_dtype(np.ascontiguousarray(feed), source))
             interpreter.invoke()
-            outputs.append(interpreter.get_tensor(target["index"]).copy())
+            outputs.append(from_output_dtype(interpreter.get_tensor(target["index"]), target))
         return unbatch(outputs, len(inputs))
 
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:

@@ -26,6 +26,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp16": Tolerance(max_abs_rel=2e-2, min_cosine=0.999, min_top1_agreement=0.75),
     # Quantized artifacts: the cost is measured and printed; only a collapse fails the export.
     "int8-dynamic": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    "int8-weights": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
     "int8-static": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
 }
 

@@ -13,11 +13,14 @@ from fat_deploy.latency.backends.base import Backend, BackendError, LoadRequest,
 class TFLiteRunner(Runner):
     def __init__(self, interpreter: Any, nhwc: bool) -> None:
         self.interpreter, self.nhwc = interpreter, nhwc
-        self.input_index = interpreter.get_input_details()[0]["index"]
+        self.input_detail = interpreter.get_input_details()[0]
+        self.input_index = self.input_detail["index"]
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
+        from fat_deploy.exporters.tflite import to_input_dtype
+
         data = batch.transpose(0, 2, 3, 1) if self.nhwc else batch
-        return np.ascontiguousarray(data, dtype=np.float32)
+        return to_input_dtype(np.ascontiguousarray(data), self.input_detail)
 
     def run(self, prepared: Any) -> Any:
         self.interpreter.set_tensor(self.input_index, prepared)
