@@ -16,7 +16,7 @@ from fat_deploy.models import get_spec
 @pytest.mark.parametrize(
     "fmt,precision,kwargs,message",
     [
-        ("coreml", "int8-weights", {}, "coreml does not support precision int8-weights"),
+        ("tflite", "palettize-4", {}, "tflite does not support precision palettize-4"),
         ("coreml", "int8-dynamic", {}, "coreml does not support precision int8-dynamic"),
         ("onnx", "int8", {}, "unknown precision 'int8'"),
         ("onnx", "int8-dynamic", {"calibration_method": "entropy"}, "--calibration-method applies to int8-static only"),
@@ -106,3 +106,23 @@ def test_quantized_tflite_input_conversion() -> None:
     assert quantized.dtype == np.int8 and quantized.tolist() == [-3, -1, -128, 127]
     assert from_output_dtype(quantized[:2], detail).tolist() == [0.0, 1.0]
     assert to_input_dtype(np.ones(2), {"dtype": np.float32, "quantization": (0.0, 0)}).dtype == np.float32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["int8-weights", "palettize-6", "int4-block"])
+def test_coreml_weight_compression(tmp_path: Path, precision: str) -> None:
+    artifact = export("fat_b0", "coreml", precision, out=tmp_path, img_size=64)
+    assert artifact.status == "exported-not-verified", artifact.error
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    details = manifest["format_details"]
+    assert details["compression"] and artifact.size_bytes < 0.6 * details["float_size_bytes"]  # type: ignore[operator]
+    assert any(op.startswith("constexpr_") for op in details["ops"])
+    assert manifest["verification"]["fp16_proxy"]["covers"].endswith("weight compression not simulated")
+    if precision == "int4-block":
+        assert details["minimum_deployment_target"] == "iOS18"
+
+
+def test_int4_needs_ios18(tmp_path: Path) -> None:
+    with pytest.raises(FatDeployError, match="int4-block needs --minimum-deployment-target iOS18"):
+        export("fat_b0", "coreml", "int4-block", out=tmp_path, img_size=64, minimum_deployment_target="iOS16")
+    assert [p.name for p in tmp_path.iterdir()] == []

@@ -31,12 +31,15 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bar
 logging.getLogger("coremltools").setLevel(logging.ERROR)  # "Failed to load _MLModelProxy" on Linux
 
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
+# Weight compression on the converted ML program (fp16 compute), coremltools.optimize.coreml.
+COMPRESSION_MODES = ("int8-weights", "palettize-4", "palettize-6", "palettize-8", "int4-block")
 DEFAULT_TARGET = "iOS16"
 INPUT_KINDS = ("image", "tensor")
 MIL_OPS_EXPECTED = {
     "add", "cast", "classify", "const", "conv", "gelu", "layer_norm", "linear", "matmul", "mul",
     "reduce_mean", "relu", "reshape", "silu", "softmax", "split", "transpose", "sub", "real_div",
     "sigmoid", "slice_by_index", "concat", "squeeze", "expand_dims", "avg_pool", "pad",
+    "constexpr_affine_dequantize", "constexpr_lut_to_dense", "constexpr_blockwise_shift_scale",
 }
 
 
@@ -66,7 +69,7 @@ def default_labels(num_classes: int) -> tuple[list[str], str]:
 class CoreMLFormat(ExportFormat):
     name = "coreml"
     suffix = ".mlpackage"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", *COMPRESSION_MODES)
     runtime = "coremltools (macOS only)"
     converter_modules = ("coremltools",)
     extra = "coreml"
@@ -87,11 +90,14 @@ class CoreMLFormat(ExportFormat):
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         import coremltools as ct
 
-        target_name = request.options.get("minimum_deployment_target") or DEFAULT_TARGET
+        target_name = request.options.get("minimum_deployment_target") or (
+            "iOS18" if request.precision == "int4-block" else DEFAULT_TARGET)
         if target_name not in DEPLOYMENT_TARGETS:
             raise UnsupportedOptionError(
                 f"--minimum-deployment-target must be one of {', '.join(DEPLOYMENT_TARGETS)}"
             )
+        if request.precision == "int4-block" and DEPLOYMENT_TARGETS.index(target_name) < DEPLOYMENT_TARGETS.index("iOS18"):
+            raise UnsupportedOptionError("int4-block needs --minimum-deployment-target iOS18 or later")
         kind = self.input_kind(request)
         shape = (request.batch, 3, *request.img_size)
         model: nn.Module = request.model
@@ -109,7 +115,7 @@ class CoreMLFormat(ExportFormat):
         mlmodel = ct.convert(
             traced, inputs=inputs, outputs=None if classifier else [ct.TensorType(name="logits")],
             classifier_config=classifier, convert_to="mlprogram",
-            compute_precision=ct.precision.FLOAT16 if request.precision == "fp16" else ct.precision.FLOAT32,
+            compute_precision=ct.precision.FLOAT32 if request.precision == "fp32" else ct.precision.FLOAT16,
             minimum_deployment_target=getattr(ct.target, target_name),
         )
         spec = request.spec
@@ -128,9 +134,41 @@ class CoreMLFormat(ExportFormat):
             "precision": request.precision,
             "tool_versions": f"torch {torch.__version__}, coremltools {ct.__version__}",
         })
+        details: dict[str, Any] = {}
+        if request.precision in COMPRESSION_MODES:
+            mlmodel, details = self._compress(mlmodel, request.precision, path)
         mlmodel.save(str(path))
         return {"converter": "coremltools (torch.jit.trace)", "minimum_deployment_target": target_name,
-                "input_kind": kind, "classifier": classifier is not None, "ops": self._op_histogram(path)}
+                "input_kind": kind, "classifier": classifier is not None, **details,
+                "ops": self._op_histogram(path)}
+
+    @staticmethod
+    def _compress(mlmodel: Any, precision: str, path: Path) -> tuple[Any, dict[str, Any]]:
+        """Weight compression on the fp16 ML program; returns the model and manifest details."""
+        import coremltools.optimize.coreml as cto
+
+        from fat_deploy.exporters.manifest import size_of
+
+        mlmodel.save(str(path))  # measure the uncompressed size first
+        float_size = size_of(path)
+        import shutil
+
+        shutil.rmtree(path)
+        if precision.startswith("palettize-"):
+            bits = int(precision.split("-")[1])
+            config = cto.OpPalettizerConfig(mode="kmeans", nbits=bits)
+            compressed = cto.palettize_weights(mlmodel, config=cto.OptimizationConfig(global_config=config))
+            scheme = f"{bits}-bit k-means palettization (per tensor lookup table)"
+        elif precision == "int4-block":
+            config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=32)
+            compressed = cto.linear_quantize_weights(mlmodel, config=cto.OptimizationConfig(global_config=config))
+            scheme = "int4 weights, symmetric, per block of 32 (iOS18)"
+        else:
+            config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel")
+            compressed = cto.linear_quantize_weights(mlmodel, config=cto.OptimizationConfig(global_config=config))
+            scheme = "int8 weights, symmetric, per channel"
+        return compressed, {"compression": scheme, "float_size_bytes": float_size,
+                            "compute_precision": "fp16"}
 
     @staticmethod
     def _load_spec(path: Path) -> Any:
@@ -173,8 +211,12 @@ class CoreMLFormat(ExportFormat):
         if unknown:
             problems.append(f"unexpected MIL ops {unknown}")
         cast_ops = sum(op.type == "cast" for op in self._operations(spec))
-        if request.precision == "fp16" and cast_ops == 0:
-            problems.append("fp16 requested but the program has no float16 casts")
+        if request.precision != "fp32" and cast_ops == 0:
+            problems.append("fp16 compute requested but the program has no float16 casts")
+        if request.precision in COMPRESSION_MODES and not any(
+            op.type.startswith("constexpr_") for op in self._operations(spec)
+        ):
+            problems.append(f"{request.precision} requested but no compressed weights found")
         if request.precision == "fp32" and cast_ops > 0:
             problems.append("fp32 requested but the program casts to float16")
         metadata = dict(spec.description.metadata.userDefined)

@@ -15,8 +15,10 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.models.registry import ModelSpec
 
 # Every precision / quantization mode fat-deploy knows, named explicitly (never one "int8").
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-weights", "int8-static")
-QUANTIZED = frozenset({"int8-dynamic", "int8-weights", "int8-static"})
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-weights", "int8-static",
+              "palettize-4", "palettize-6", "palettize-8", "int4-block")
+QUANTIZED = frozenset({"int8-dynamic", "int8-weights", "int8-static",
+                       "palettize-4", "palettize-6", "palettize-8", "int4-block"})
 
 
 class UnsupportedOptionError(FatDeployError):
@@ -98,22 +100,22 @@ def register_format(fmt: ExportFormat) -> ExportFormat:
     return fmt
 
 
+LISTING_ORDER = ("onnx", "coreml", "tflite")
+
+
 def _ensure_loaded() -> None:
-    # Import order is the listing order: onnx, coreml, tflite.
-    import fat_deploy.exporters.onnx  # noqa: F401
-    import fat_deploy.exporters.coreml  # noqa: F401, I001
-    import fat_deploy.exporters.tflite  # noqa: F401
+    from fat_deploy.exporters import coreml, onnx, tflite  # noqa: F401 - registers the formats
 
 
 def get_format(name: str) -> ExportFormat:
     _ensure_loaded()
     if name not in FORMATS:
         raise UnsupportedOptionError(
-            f"unknown format {name!r}: choose from {', '.join(FORMATS)} or all"
+            f"unknown format {name!r}: choose from {', '.join(list_formats())} or all"
         )
     return FORMATS[name]
 
 
 def list_formats() -> list[str]:
     _ensure_loaded()
-    return list(FORMATS)
+    return sorted(FORMATS, key=lambda name: (LISTING_ORDER + (name,)).index(name))
