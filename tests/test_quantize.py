@@ -54,8 +54,9 @@ def test_calibration_and_evaluation_images_are_disjoint() -> None:
 
 
 @pytest.mark.slow
-def test_int8_dynamic_records_its_cost(tmp_path: Path) -> None:
-    artifact = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path, img_size=64)
+def test_int8_dynamic_records_its_cost(tmp_path: Path, photo_calibrated_checkpoint: Path) -> None:
+    artifact = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path,
+                      checkpoint=photo_calibrated_checkpoint)
     assert artifact.status == "passed", artifact.error
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     (comparison,) = manifest["verification"]["comparisons"].values()
@@ -69,10 +70,13 @@ def test_int8_dynamic_records_its_cost(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_int8_static_is_measured_and_never_placed_when_it_collapses(tmp_path: Path) -> None:
+def test_int8_static_is_measured_and_never_placed_when_it_collapses(
+    tmp_path: Path, photo_calibrated_checkpoint: Path
+) -> None:
     # Random weights quantize badly (toolchain.md: "only indicative"); whatever the outcome,
     # the cost is measured against held-out images and a collapse leaves no artifact.
-    artifact = export("fat_b0", "onnx", "int8-static", out=tmp_path, img_size=64, calibration_size=8)
+    artifact = export("fat_b0", "onnx", "int8-static", out=tmp_path, img_size=96, calibration_size=8,
+                      checkpoint=photo_calibrated_checkpoint)
     assert artifact.comparison is not None and "sqnr_db" in artifact.comparison
     if artifact.status == "failed":
         assert artifact.path is None and not any(p.suffix == ".onnx" for p in tmp_path.iterdir())
@@ -84,8 +88,9 @@ def test_int8_static_is_measured_and_never_placed_when_it_collapses(tmp_path: Pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["int8-dynamic", "int8-weights"])
-def test_tflite_int8_weight_modes(tmp_path: Path, precision: str) -> None:
-    artifact = export("fat_b0", "tflite", precision, out=tmp_path, img_size=64)
+def test_tflite_int8_weight_modes(tmp_path: Path, precision: str, photo_calibrated_checkpoint: Path) -> None:
+    artifact = export("fat_b0", "tflite", precision, out=tmp_path,
+                      checkpoint=photo_calibrated_checkpoint)
     assert artifact.status == "passed", artifact.error
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     details = manifest["format_details"]
