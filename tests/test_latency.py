@@ -115,6 +115,8 @@ def test_bad_cli_input(capsys: pytest.CaptureFixture[str], tmp_path: Path, onnx_
     assert "unknown model 'fat_b8'" in _error(capsys, "--model", "fat_b8")
     assert "artifact not found" in _error(capsys, "--model", "fat_b0", "--artifact", str(tmp_path / "x.onnx"))
     assert "exactly one --model" in _error(capsys, "--artifact", str(onnx_64))
+    assert "cannot write" in _error(capsys, "--model", "fat_b0", "--backend", "torch",
+                                    "--json", str(tmp_path / "missing" / "r.jsonl"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"model": "x"}\n')
     assert "not a fat-latency record" in _error(capsys, "--merge", str(bad))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,6 +89,10 @@ def _main(argv: Sequence[str] | None) -> int:
             raise FatDeployError("--artifact times one file: give exactly one --model and one --backend")
         if not Path(args.artifact).exists():
             raise FatDeployError(f"artifact not found: {args.artifact}")
+    for path in filter(None, (args.json, args.markdown, args.csv)):  # fail before measuring, not after
+        folder = Path(path).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise FatDeployError(f"cannot write {path}: folder {folder} is missing or not writable")
     img_size = tuple(args.img_size) if args.img_size else None
     results: list[Measurement] = []
     err = Console(stderr=True)
@@ -110,7 +115,10 @@ def _main(argv: Sequence[str] | None) -> int:
         console.print(f"environment: {line}")
     console.print(f"timed: {TIMED}; init = session/interpreter creation; first = first invocation")
     if args.json:
-        append_jsonl(args.json, records)
+        try:
+            append_jsonl(args.json, records)
+        except OSError as error:
+            raise FatDeployError(f"cannot write {args.json}: {error.strerror or error}") from None
     _write_outputs(args, records)
     return 0
 

@@ -71,10 +71,6 @@ class Artifact:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.status != FAILED
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "format": self.format, "precision": self.precision,
@@ -151,10 +147,7 @@ def prepare_output_dir(out: str | Path) -> Path:
 
 def _place(source: Path, target: Path) -> None:
     """Move ``source`` onto ``target``; an existing target is replaced only once the new one is ready."""
-    if not target.exists():
-        os.replace(source, target)
-        return
-    if target.is_dir() or source.is_dir():
+    if target.exists() and (target.is_dir() or source.is_dir()):  # os.replace cannot swap folders
         backup = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, backup)
         try:
@@ -209,6 +202,7 @@ def _verify(
             if not proxy.passed:
                 problems = [*problems, f"float16 proxy check failed: {'; '.join(proxy.failures)}"]
         result["runtime_unavailable_reason"] = str(reason)
+        notes.extend(problems)
         return (FAILED if problems else NOT_VERIFIED), result
     result["runtime_available"] = True
     result["comparisons"] = {key: value.as_dict() for key, value in comparisons.items()}

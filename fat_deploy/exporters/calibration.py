@@ -53,13 +53,13 @@ def folder_images(folder: str | Path, limit: int | None = None) -> list[tuple[st
         raise CalibrationError(
             f"no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    images, unreadable = [], []
+    images = []
     for path in files[:limit]:
         try:
             with Image.open(path) as image:
                 images.append((str(path), image.convert("RGB")))
         except OSError:
-            unreadable.append(path.name)
+            continue  # an unreadable file is skipped; none readable is an error below
     if not images:
         raise CalibrationError(f"none of the {len(files)} images in {folder} could be read")
     return images

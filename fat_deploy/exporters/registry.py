@@ -59,7 +59,6 @@ class ExportFormat(ABC):
     precisions: ClassVar[tuple[str, ...]]
     runtime: ClassVar[str]
     converter_modules: ClassVar[tuple[str, ...]]  # importable names the converter needs
-    quantization_options: ClassVar[frozenset[str]] = frozenset()
     extra: ClassVar[str]  # pip extra that installs them
     supported_options: ClassVar[frozenset[str]] = frozenset()
 
