@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -32,7 +33,8 @@ THROUGHPUT_BATCH = 32
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=f"Latency of models per runtime. Timed: {TIMED}.")
-    parser.add_argument("--model", nargs="+", default=list(DEFAULT_MODELS), help="model names or 'all' (default: fat_b0 fat_b1 fat_b2)")
+    parser.add_argument("--model", nargs="+", help="model names or 'all' (default: fat_b0 fat_b1 fat_b2; with --table: "
+                        "the paper table's 12 rows)")
     parser.add_argument("--backend", nargs="+", default=["onnxruntime"], help=f"{', '.join(BACKENDS)} (several allowed)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (coreml: cpu, gpu, all)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op / interpreter threads (default 1)")
@@ -52,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
     parser.add_argument("--csv", metavar="PATH", help="write the table as CSV")
     parser.add_argument("--merge", nargs="+", metavar="JSONL", help="only merge earlier results into one table")
+    parser.add_argument("--table", action="store_true",
+                        help="regenerate the paper's efficiency table: every row at its paper input size, batch 1, "
+                             "beside the paper's numbers (--backend lists the CPU runtimes, one column each)")
+    parser.add_argument("--plot", nargs="+", metavar="PATH", help="with --table: latency-vs-top-1 plot (.png/.svg)")
     return parser
 
 
@@ -64,15 +70,102 @@ def _models(names: list[str]) -> list[str]:
 def _write_outputs(args: argparse.Namespace, records: list[dict]) -> None:  # type: ignore[type-arg]
     for path, text in ((args.markdown, markdown), (args.csv, csv_text)):
         if path:
-            try:
-                Path(path).write_text(text(records), encoding="utf-8")
-            except OSError as error:
-                raise FatDeployError(f"cannot write {path}: {error.strerror or error}") from None
+            _write(path, text(records))
+
+
+def _check_writable(paths: Sequence[str]) -> None:
+    for path in paths:  # fail before measuring, not after
+        folder = Path(path).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise FatDeployError(f"cannot write {path}: folder {folder} is missing or not writable")
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise FatDeployError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _progress(err: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err)
+
+
+def _table_main(args: argparse.Namespace, console: Console) -> int:
+    from fat_deploy.latency import table as paper_table
+
+    if args.artifact or args.img_size or args.batch or args.throughput or args.precision != "fp32":
+        raise FatDeployError("--table measures every row at its paper input size, batch 1, fp32 (and fp16 "
+                             "throughput on CUDA); drop --artifact/--img-size/--batch/--throughput/--precision")
+    for path in args.plot or []:
+        if Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise FatDeployError(f"--plot {path}: use a .png, .svg or .pdf file name")
+    rows_wanted = paper_table.table_models()
+    if args.model and "all" not in args.model:
+        wanted = {get_spec(name).name for name in args.model}
+        known = {name for _, name in rows_wanted}
+        if outside := sorted(wanted - known):
+            raise FatDeployError(f"not in the paper's table: {', '.join(outside)}; its rows are {', '.join(sorted(known))}")
+        rows_wanted = [(label, name) for label, name in rows_wanted if name in wanted]
+    backends = [get_backend(name).name for name in dict.fromkeys(args.backend)]
+    check_settings(args.threads, 1, args.warmup, args.runs, args.min_seconds)
+    _check_writable([p for p in (args.json, args.markdown, args.csv, *(args.plot or [])) if p])
+    names = [name for _, name in rows_wanted]
+    err = Console(stderr=True)
+    if args.merge:
+        records = [r for r in read_jsonl(args.merge) if r["model"] in names]
+        profiles = paper_table.profiles_from_records(records)
+        profiles.update(paper_table.profile_models(n for n in names if n not in profiles))
+    else:
+        err.print("random weights: latency does not depend on them; top-1 is the paper's (no ImageNet here)")
+        jobs = paper_table.plan(names, backends)
+        records = []
+        with _progress(err) as progress:
+            task = progress.add_task("profiling params and MACs", total=len(jobs) + 1)
+            profiles = paper_table.profile_models(names)
+            progress.advance(task)
+            for job in jobs:
+                progress.update(task, description=job.describe())
+                record = measure(
+                    job.model, job.backend, device=job.device, threads=args.threads, batch=job.batch,
+                    precision=job.precision, checkpoint=args.checkpoint, warmup=args.warmup, runs=args.runs,
+                    min_seconds=args.min_seconds, cache_dir=args.cache_dir,
+                ).as_dict()
+                record["profile"] = asdict(profiles[job.model])
+                records.append(record)
+                progress.advance(task)
+    rows = paper_table.build_rows(records, profiles, backends, rows_wanted)
+    env = [*environment_lines([r for r in records if r["device"] == "cpu"]),
+           f"{args.threads} thread(s), batch 1, median of >= {args.runs} timed runs after {args.warmup} warm-up"]
+    console.print(paper_table.rich_efficiency_table(
+        rows, backends, "FAT efficiency table, regenerated (ours) beside the paper's numbers (dim)"))
+    for line in env:
+        console.print(f"environment: {line}")
+    for note in paper_table.footnotes(rows):
+        console.print(note)
+    if args.json and not args.merge:
+        try:
+            append_jsonl(args.json, records)
+        except OSError as error:
+            raise FatDeployError(f"cannot write {args.json}: {error.strerror or error}") from None
+    if args.markdown:
+        _write(args.markdown, paper_table.markdown_table(rows, backends, env))
+    if args.csv:
+        _write(args.csv, paper_table.csv_table(rows, backends))
+    if args.plot:
+        paper_table.plot(rows, backends[0], args.plot, environment=env[0] if env else "")
+    return 0
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     console = Console() if Console().is_terminal else Console(width=220)
+    if args.table:
+        return _table_main(args, console)
+    if args.plot:
+        raise FatDeployError("--plot draws the paper table: use it with --table")
+    args.model = args.model or list(DEFAULT_MODELS)
     if args.merge:
         records = read_jsonl(args.merge)
         console.print(rich_table(records, f"fat-latency: {len(records)} merged measurements"))
@@ -89,15 +182,11 @@ def _main(argv: Sequence[str] | None) -> int:
             raise FatDeployError("--artifact times one file: give exactly one --model and one --backend")
         if not Path(args.artifact).exists():
             raise FatDeployError(f"artifact not found: {args.artifact}")
-    for path in filter(None, (args.json, args.markdown, args.csv)):  # fail before measuring, not after
-        folder = Path(path).resolve().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise FatDeployError(f"cannot write {path}: folder {folder} is missing or not writable")
+    _check_writable([p for p in (args.json, args.markdown, args.csv) if p])
     img_size = tuple(args.img_size) if args.img_size else None
     results: list[Measurement] = []
     err = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=err) as progress:
+    with _progress(err) as progress:
         task = progress.add_task("measuring", total=len(models) * len(backends))
         for model in models:
             for backend in backends:

@@ -94,6 +94,10 @@ def resolve_img_size(img_size: int | Sequence[int] | None, spec: ModelSpec) -> t
     size = size * 2 if len(size) == 1 else size
     if len(size) != 2:
         raise InputSizeError(f"--img-size takes one or two numbers (H W), got {list(size)}")
+    if spec.fixed_input_size and size != (spec.input_size, spec.input_size):
+        raise InputSizeError(
+            f"{spec.name} is built for {spec.input_size}x{spec.input_size} inputs only, got {size[0]}x{size[1]}"
+        )
     if min(size) < spec.min_input_size:
         raise InputSizeError(
             f"image size {size[0]}x{size[1]} is too small for {spec.name}: it needs at least "

@@ -12,11 +12,16 @@ blocks are rebuilt as :class:`DeployFATBlock`:
   per-channel affine is folded into the following 1x1 conv / linear layer where that is exact
   (before the ConvFFN, before the head, and before FASA in the last stage);
 * drop-path is removed.
+
+Peers rewrite themselves where a layer blocks a runtime (modules with a ``deploy_form()``: EdgeViT's depthwise
+transposed conv, ParC-Net's run-time-built kernels, MOAT's relative-position lookup), and grouped non-depthwise
+1x1 convs become block-diagonal dense ones.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -169,6 +174,42 @@ def fuse_sequential_conv_bn(model: nn.Module) -> nn.Module:
     return model
 
 
+@runtime_checkable
+class HasDeployForm(Protocol):
+    """A module that can turn into an export-friendly module computing the same function."""
+
+    def deploy_form(self) -> nn.Module: ...
+
+
+def apply_deploy_forms(model: nn.Module) -> nn.Module:
+    """Let every module that knows an export-friendly form of itself (peers' rewrites) switch to it."""
+    for name, child in list(model.named_children()):
+        apply_deploy_forms(child)
+        if isinstance(child, HasDeployForm):
+            setattr(model, name, child.deploy_form())
+    return model
+
+
+def densify_grouped_pointwise(model: nn.Module) -> nn.Module:
+    """Grouped, non-depthwise 1x1 convs become dense convs with a block-diagonal weight (exact).
+
+    Older TFLite runtimes have no grouped CONV_2D; the extra MACs of a 1x1 are negligible.
+    """
+    for name, child in list(model.named_children()):
+        if (isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1) and child.groups > 1
+                and child.groups != child.in_channels):
+            dense = nn.Conv2d(child.in_channels, child.out_channels, 1, child.stride, 0,
+                              bias=child.bias is not None)
+            dense.weight.data.copy_(torch.block_diag(*child.weight.detach()[:, :, 0, 0].chunk(child.groups))
+                                    .reshape_as(dense.weight))
+            if child.bias is not None:
+                dense.bias.data.copy_(child.bias.detach())
+            setattr(model, name, dense)
+        else:
+            densify_grouped_pointwise(child)
+    return model
+
+
 def _fold_fat(model: FAT) -> None:
     for layer in model.layers:
         layer.blocks = nn.ModuleList(DeployFATBlock(block) for block in layer.blocks)
@@ -186,6 +227,8 @@ def to_deploy(model: nn.Module) -> nn.Module:
     deployed = copy.deepcopy(model).eval()
     convert_sync_batchnorm(deployed)
     fuse_sequential_conv_bn(deployed)
+    apply_deploy_forms(deployed)
+    densify_grouped_pointwise(deployed)
     if isinstance(deployed, FAT):
         _fold_fat(deployed)
     for parameter in deployed.parameters():

@@ -34,6 +34,7 @@ class ModelSpec:
     resize_size: int | None = None  # shorter side before the centre crop; None: input_size / 0.875
     interpolation: str = "bicubic"
     min_input_size: int = 32
+    fixed_input_size: bool = False  # built for input_size only (e.g. learned position tables of that size)
 
     @property
     def paper(self) -> PaperNumbers | None:
@@ -60,7 +61,8 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 def _ensure_loaded() -> None:
     # Importing the model modules registers them; done lazily to keep `import fat_deploy` light.
-    from fat_deploy.models import fat  # noqa: F401
+    from fat_deploy.models import fat  # noqa: F401  (FAT first: listings start with it)
+    from fat_deploy.models import baselines  # noqa: F401
 
 
 def list_models(family: str | None = None) -> list[str]:
