@@ -25,8 +25,9 @@ demo: setup
 		--markdown results/efficiency_table.md --csv results/efficiency_table.csv \
 		--plot results/efficiency_table.png results/efficiency_table.svg
 
+# Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long).
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

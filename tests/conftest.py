@@ -40,23 +40,11 @@ def _seeded() -> None:
 def photo_calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """FAT-B0 weights with BatchNorm statistics recalibrated on real photos (closer to trained
     statistics than raw init), saved as a checkpoint. Used where quantization error is measured."""
-    import numpy as np
-
-    from fat_deploy.exporters.calibration import _random_crops, preprocess, sample_photos
+    from fat_deploy.exporters.calibration import recalibrate_batchnorm
     from fat_deploy.models import get_spec
 
     torch.manual_seed(0)
-    model = create_model("fat_b0")
-    spec, rng = get_spec("fat_b0"), np.random.default_rng(5)
-    crops = [preprocess(c, spec, (224, 224)) for _, photo in sample_photos() for c in _random_crops(photo, 4, rng)]
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over all batches
-    model.train()
-    with torch.no_grad():
-        for batch in torch.from_numpy(np.stack(crops)).split(8):
-            model(batch)
+    model = recalibrate_batchnorm(create_model("fat_b0"), get_spec("fat_b0"), (224, 224))
     path = tmp_path_factory.mktemp("weights") / "fat_b0_bn_recalibrated.pth"
     torch.save(model.eval().state_dict(), path)
     return path

@@ -19,9 +19,14 @@ from fat_deploy.models import get_spec
         ("tflite", "palettize-4", {}, "tflite does not support precision palettize-4"),
         ("coreml", "int8-dynamic", {}, "coreml does not support precision int8-dynamic"),
         ("onnx", "int8", {}, "unknown precision 'int8'"),
-        ("onnx", "int8-dynamic", {"calibration_method": "entropy"}, "--calibration-method applies to int8-static only"),
+        ("onnx", "int8-dynamic", {"calibration_method": "entropy"}, "--calibration-method applies to calibrated modes"),
         ("onnx", "int8-weights", {}, "onnx does not support precision int8-weights"),
         ("onnx", "fp32", {"keep_float": ["head"]}, "--keep-float applies to quantized modes only"),
+        ("onnx", "fp16", {"explain": True}, "--explain applies to quantized modes only"),
+        ("coreml", "int8-weights", {"explain": True}, "--explain is not supported for coreml"),
+        ("coreml", "int8-weights", {"keep_float": ["head"]}, "--keep-float is not supported for coreml"),
+        ("onnx", "int8-static", {"int8_io": True}, "--int8-io is not supported for onnx"),
+        ("tflite", "int8-dynamic", {"int8_io": True}, "--int8-io applies to int8-static only"),
     ],
 )
 def test_modes_are_named_and_checked_up_front(tmp_path: Path, fmt: str, precision: str, kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
@@ -53,12 +58,62 @@ def test_calibration_and_evaluation_images_are_disjoint() -> None:
     assert not {n.split(":crop")[0] for n in names} & set(sources)
 
 
+def _check_explain(worst: list[dict] | None, manifest: dict, op_types: set[str], at_least: int) -> None:  # type: ignore[type-arg]
+    """--explain: layers of the quantized kinds, worst first, with images that were not calibration images."""
+    assert worst and at_least <= len(worst) <= 10
+    assert {layer["op_type"] for layer in worst} <= op_types
+    added = [layer["added_db"] if layer["added_db"] is not None else float("inf") for layer in worst]
+    assert added == sorted(added) and added[0] < 60  # something measurable was added
+    explain = manifest["format_details"]["explain"]
+    assert explain["worst_layers"] == worst and len(explain["images"]) == 4
+
+
+def test_layers_are_ranked_by_the_noise_they_add() -> None:
+    from fat_deploy.exporters.explain import LayerIO, rank_layers, sqnr_db
+
+    layers = [
+        LayerIO("stem", "Conv", ("input",), "a"),  # graph input is exact
+        LayerIO("mid", "Conv", ("a",), "b"),
+        LayerIO("head", "Gemm", ("b",), "c"),
+        LayerIO("unmeasured", "Conv", ("c",), "d"),
+    ]
+    sqnr = {"a": 40.0, "b": 39.9, "c": 20.0}
+    ranked = rank_layers(layers, sqnr)
+    assert [e.name for e in ranked] == ["head", "stem", "mid"]
+    assert ranked[0].input_sqnr_db == 39.9 and ranked[0].added_db == pytest.approx(20.04, abs=0.01)
+    assert ranked[1].added_db == pytest.approx(40.0) and ranked[1].input_sqnr_db == float("inf")
+    assert rank_layers([LayerIO("same", "Conv", ("a",), "b")], {"a": 30.0, "b": 35.0})[0].added_db == float("inf")
+    import numpy as np
+
+    reference = np.array([1.0, -1.0, 2.0, -2.0])
+    assert sqnr_db(reference, reference) == float("inf")
+    assert sqnr_db(reference, reference * 1.1) == pytest.approx(20.0)
+
+
+@pytest.mark.slow
+def test_keep_float_changes_the_graph_and_the_metrics(tmp_path: Path, photo_calibrated_checkpoint: Path) -> None:
+    quantized = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path / "all", checkpoint=photo_calibrated_checkpoint)
+    kept = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path / "kept", checkpoint=photo_calibrated_checkpoint,
+                  keep_float=["head", "layers.3."])
+    assert quantized.status == kept.status == "passed", (quantized.error, kept.error)
+    details = [json.loads(a.manifest_path.read_text())["format_details"] for a in (quantized, kept)]  # type: ignore[union-attr]
+    assert details[0]["kept_float_nodes"] == []
+    assert any("head" in n for n in details[1]["kept_float_nodes"]) and len(details[1]["kept_float_nodes"]) > 3
+    # FAT's deploy form is convolutions except the classifier: the dynamic mode quantizes only the head's Gemm
+    assert details[0]["ops"].get("MatMulInteger") == 1 and "MatMulInteger" not in details[1]["ops"]
+    assert kept.size_bytes > quantized.size_bytes  # type: ignore[operator]
+    assert kept.comparison["sqnr_db"] != quantized.comparison["sqnr_db"]  # type: ignore[index]
+
+
 @pytest.mark.slow
 def test_int8_dynamic_records_its_cost(tmp_path: Path, photo_calibrated_checkpoint: Path) -> None:
     artifact = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path,
-                      checkpoint=photo_calibrated_checkpoint)
+                      checkpoint=photo_calibrated_checkpoint, explain=True)
     assert artifact.status == "passed", artifact.error
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    # FAT's deploy form is 1x1 convs, not MatMuls: only the classifier is quantized in this mode
+    _check_explain(artifact.explain, manifest, {"MatMul", "Gemm"}, at_least=1)
+    assert artifact.explain[0]["name"] == "head/linear"  # type: ignore[index]
     (comparison,) = manifest["verification"]["comparisons"].values()
     for key in ("cosine_min", "sqnr_db", "top1_agreement", "top5_overlap"):
         assert key in comparison
@@ -90,9 +145,12 @@ def test_int8_static_is_measured_and_never_placed_when_it_collapses(
 @pytest.mark.parametrize("precision", ["int8-dynamic", "int8-weights"])
 def test_tflite_int8_weight_modes(tmp_path: Path, precision: str, photo_calibrated_checkpoint: Path) -> None:
     artifact = export("fat_b0", "tflite", precision, out=tmp_path,
-                      checkpoint=photo_calibrated_checkpoint)
+                      checkpoint=photo_calibrated_checkpoint, explain=precision == "int8-dynamic")
     assert artifact.status == "passed", artifact.error
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    if precision == "int8-dynamic":
+        _check_explain(artifact.explain, manifest, {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"},
+                       at_least=5)
     details = manifest["format_details"]
     assert details["quantizer"] == "ai-edge-quantizer"
     assert artifact.size_bytes <= 0.3 * details["float_size_bytes"]  # type: ignore[operator]
@@ -131,3 +189,34 @@ def test_int4_needs_ios18(tmp_path: Path) -> None:
     with pytest.raises(FatDeployError, match="int4-block needs --minimum-deployment-target iOS18"):
         export("fat_b0", "coreml", "int4-block", out=tmp_path, img_size=64, minimum_deployment_target="iOS16")
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+@pytest.mark.slow
+def test_coreml_w8a8_is_calibrated_and_its_simulated_cost_recorded(tmp_path: Path) -> None:
+    artifact = export("fat_b0", "coreml", "w8a8", out=tmp_path, img_size=96, calibration_size=8)
+    assert artifact.status == "exported-not-verified", artifact.error  # Core ML cannot run on Linux
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    details = manifest["format_details"]
+    assert details["minimum_deployment_target"] == "iOS17"
+    assert details["ops"].get("quantize", 0) > 10 and details["ops"].get("dequantize", 0) > 10
+    assert any(op.startswith("constexpr_") for op in details["ops"])  # int8 weights
+    simulated = manifest["verification"]["simulation_proxy"]
+    assert "fake quantization" in simulated["runtime"] and 0.95 <= simulated["cosine_min"] < 1.0
+    assert not set(details["calibration"]["images"]) & {n.split(":crop")[0] for n in manifest["verification"]["inputs"]}
+    assert artifact.comparison is not None and artifact.comparison["source"] == "simulated"
+
+
+def test_w8a8_needs_ios17(tmp_path: Path) -> None:
+    with pytest.raises(FatDeployError, match="w8a8 needs --minimum-deployment-target iOS17"):
+        export("fat_b0", "coreml", "w8a8", out=tmp_path, img_size=64, minimum_deployment_target="iOS16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("int8_io,dtype", [(False, "float32"), (True, "int8")])
+def test_tflite_int8_static_io(tmp_path: Path, int8_io: bool, dtype: str) -> None:
+    # Verification is skipped: random weights may collapse in W8A8; here only the I/O contract is checked.
+    artifact = export("fat_b0", "tflite", "int8-static", out=tmp_path, img_size=64, calibration_size=4,
+                      int8_io=int8_io, verify=False)
+    assert artifact.path is not None, artifact.error
+    io = json.loads(artifact.manifest_path.read_text())["format_details"]["io"]  # type: ignore[union-attr]
+    assert io["input"]["dtype"] == io["output"]["dtype"] == dtype

@@ -51,10 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"Core ML: minimum deployment target (default {DEFAULT_TARGET})")
     parser.add_argument("--coreml-input", choices=INPUT_KINDS,
                         help="Core ML: 'image' (RGB ImageType + classifier, default) or 'tensor' (normalised NCHW, logits)")
-    parser.add_argument("--calibration", metavar="DIR", help="int8-static: folder of calibration images (default: shipped sample photos)")
-    parser.add_argument("--calibration-size", type=int, metavar="N", help="int8-static: calibration samples (default 32)")
+    parser.add_argument("--calibration", metavar="DIR", help="int8-static / w8a8: folder of calibration images (default: shipped sample photos)")
+    parser.add_argument("--calibration-size", type=int, metavar="N", help="int8-static / w8a8: calibration samples (default 32)")
     parser.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), help="int8-static: calibrator (default minmax)")
-    parser.add_argument("--keep-float", nargs="+", metavar="PATTERN", help="quantized modes: keep nodes whose name matches in float")
+    parser.add_argument("--keep-float", nargs="+", metavar="PATTERN", help="quantized onnx/tflite: keep layers whose name matches (substring or glob; see --explain) in float")
+    parser.add_argument("--int8-io", action="store_true",
+                        help="tflite int8-static: int8 input/output tensors (default: float32 I/O, drops into apps unchanged)")
+    parser.add_argument("--explain", action="store_true",
+                        help="quantized modes (onnx, tflite): rank layers by the error they add, on held-out images")
     parser.add_argument("--no-deploy", action="store_true", help="export the faithful model, not the deploy form")
     parser.add_argument("--no-verify", action="store_true", help="skip running the artifact (status: exported-not-verified)")
     parser.add_argument("--force", action="store_true", help="overwrite existing artifacts")
@@ -70,7 +74,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str]]:
                "minimum_deployment_target": args.minimum_deployment_target,
                "coreml_input": args.coreml_input, "calibration": args.calibration,
                "calibration_size": args.calibration_size, "calibration_method": args.calibration_method,
-               "keep_float": args.keep_float}
+               "keep_float": args.keep_float, "explain": args.explain, "int8_io": args.int8_io}
     plan = []
     for name in formats:
         fmt = get_format(name)
@@ -87,21 +91,36 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def _table(artifacts: list[Artifact]) -> Table:
     table = Table(title="fat-export summary (compared with the fp32 PyTorch model)")
-    for column in ("format", "precision", "status", "size MB", "max abs diff", "cosine", "top-1 agree", "seconds", "artifact / reason"):
-        table.add_column(column, justify="right" if column in ("size MB", "max abs diff", "cosine", "top-1 agree", "seconds") else "left")
+    numeric = ("size MB", "x float size", "x float speed", "max abs diff", "cosine", "top-1 agree", "seconds")
+    for column in ("format", "precision", "status", *numeric, "artifact / reason"):
+        table.add_column(column, justify="right" if column in numeric else "left")
     style = {"passed": "green", "exported-not-verified": "yellow", FAILED: "red"}
     for a in artifacts:
         c = a.comparison or {}
-        label = (" (fp16 proxy)" if c.get("source") == "fp16 proxy" else "")
+        label = f" ({c['source']})" if c.get("source") in ("fp16 proxy", "simulated") else ""
         table.add_row(
             a.format, a.precision, f"[{style[a.status]}]{a.status}[/]",
             f"{a.size_bytes / 1e6:.2f}" if a.size_bytes else "-",
+            f"{a.size_bytes / a.cost['float_size_bytes']:.2f}" if a.size_bytes and "float_size_bytes" in a.cost else "-",
+            f"{a.cost['latency']['speedup']:.2f}" if "latency" in a.cost else "-",
             f"{c['max_abs_diff']:.2e}{label}" if "max_abs_diff" in c else "-",
             f"{c['cosine_min']:.6f}" if "cosine_min" in c else "-",
             f"{c['top1_agreement']:.0%}" if "top1_agreement" in c else "-",
             f"{a.seconds:.1f}",
             a.error or "; ".join([str(a.path), *a.notes]),
         )
+    return table
+
+
+def _explain_table(artifact: Artifact) -> Table:
+    table = Table(title=f"{artifact.model} {artifact.format} {artifact.precision}: layers ranked by the error they "
+                        "add (held-out images; lower SQNR = worse)")
+    for column in ("layer (for --keep-float)", "op", "added SQNR dB", "output SQNR dB", "input SQNR dB"):
+        table.add_column(column, justify="left" if column in ("layer (for --keep-float)", "op") else "right")
+    fmt = lambda v: "exact" if v is None else f"{v:.1f}"  # noqa: E731
+    for layer in artifact.explain or []:
+        table.add_row(layer["name"], layer["op_type"], fmt(layer["added_db"]), fmt(layer["sqnr_db"]),
+                      fmt(layer["input_sqnr_db"]))
     return table
 
 
@@ -113,11 +132,11 @@ def _main(argv: Sequence[str] | None) -> int:
     img_size = resolve_img_size(args.img_size, spec)
     if args.batch < 1:
         raise FatDeployError(f"--batch must be at least 1, got {args.batch}")
-    from fat_deploy.models.registry import create_model
+    from fat_deploy.models.registry import create_model, output_classes
 
     model = create_model(spec.name, checkpoint=args.checkpoint)
     if args.labels:
-        read_labels(args.labels, getattr(getattr(model, "head", None), "out_features", 0))
+        read_labels(args.labels, output_classes(model))
     out_dir = prepare_output_dir(args.out)
     if not args.force:
         for fmt_name, precision in plan:
@@ -142,18 +161,24 @@ def _main(argv: Sequence[str] | None) -> int:
                 minimum_deployment_target=args.minimum_deployment_target if fmt_name == "coreml" else None,
                 coreml_input=args.coreml_input if fmt_name == "coreml" else None,
                 calibration=args.calibration, calibration_size=args.calibration_size,
-                calibration_method=args.calibration_method, keep_float=args.keep_float,
+                calibration_method=args.calibration_method, keep_float=args.keep_float if fmt_name != "coreml" else None, explain=args.explain,
+                int8_io=args.int8_io and fmt_name == "tflite",
                 deploy=not args.no_deploy, verify=not args.no_verify, force=args.force, on_stage=stage,
             )
             artifacts.append(artifact)
             progress.update(task, description=f"{label}: {artifact.status}", total=1, completed=1)
+    explained = [a for a in artifacts if a.explain]
     if args.json:
         err.print(_table(artifacts))
+        for artifact in explained:
+            err.print(_explain_table(artifact))
         json.dump([a.as_dict() for a in artifacts], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         console = Console() if Console().is_terminal else Console(width=200)
         console.print(_table(artifacts))
+        for artifact in explained:
+            console.print(_explain_table(artifact))
     return 1 if any(a.status == FAILED for a in artifacts) else 0
 
 

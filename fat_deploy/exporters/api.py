@@ -50,8 +50,11 @@ OPTION_FLAGS = {
     "calibration_size": "--calibration-size",
     "calibration_method": "--calibration-method",
     "keep_float": "--keep-float",
+    "explain": "--explain",
+    "int8_io": "--int8-io",
 }
 CALIBRATION_OPTIONS = ("calibration", "calibration_size", "calibration_method")
+CALIBRATED = ("int8-static", "w8a8")
 DYNAMIC_BATCH_CHECKS = (1, 4)
 
 
@@ -70,6 +73,8 @@ class Artifact:
     comparison: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    explain: list[dict[str, Any]] | None = None  # --explain: worst layers first
+    cost: dict[str, Any] = field(default_factory=dict)  # quantized: float size and latency vs float
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,7 +82,8 @@ class Artifact:
             "status": self.status, "path": str(self.path) if self.path else None,
             "manifest": str(self.manifest_path) if self.manifest_path else None,
             "size_bytes": self.size_bytes, "seconds": round(self.seconds, 2),
-            "comparison": self.comparison, "notes": self.notes, "error": self.error,
+            "comparison": self.comparison, "notes": self.notes, "error": self.error, "explain": self.explain,
+            "cost": self.cost,
         }
 
 
@@ -115,11 +121,14 @@ def check_request_options(fmt: ExportFormat, precision: str, options: dict[str, 
             f"{fmt.name} does not support precision {precision}: it supports {', '.join(fmt.precisions)}"
         )
     for option, value in options.items():
-        if value and option in CALIBRATION_OPTIONS and precision != "int8-static":
-            raise UnsupportedOptionError(f"{OPTION_FLAGS[option]} applies to int8-static only, not {precision}")
-        if value and option == "keep_float" and precision not in QUANTIZED:
-            raise UnsupportedOptionError(f"--keep-float applies to quantized modes only, not {precision}")
-        if value and option in (*CALIBRATION_OPTIONS, "keep_float"):
+        if value and option in CALIBRATION_OPTIONS and precision not in CALIBRATED:
+            raise UnsupportedOptionError(
+                f"{OPTION_FLAGS[option]} applies to calibrated modes ({', '.join(CALIBRATED)}) only, not {precision}")
+        if value and option in ("keep_float", "explain") and precision not in QUANTIZED:
+            raise UnsupportedOptionError(f"{OPTION_FLAGS[option]} applies to quantized modes only, not {precision}")
+        if value and option == "int8_io" and precision != "int8-static":
+            raise UnsupportedOptionError(f"--int8-io applies to int8-static only, not {precision}")
+        if value and option in CALIBRATION_OPTIONS:
             continue
         if value and option not in fmt.supported_options:
             raise UnsupportedOptionError(f"{OPTION_FLAGS.get(option, option)} is not supported for {fmt.name}")
@@ -198,7 +207,15 @@ def _verify(
     except RuntimeUnavailable as reason:
         result["runtime_available"] = False
         notes.append(f"numerics not verified on this host: {reason}")
-        if request.precision != "fp32":  # fp16 compute: catch overflow on a runtime that runs here
+        if request.simulation is not None:  # the quantized numerics, simulated in PyTorch
+            proxy = compare(reference, _reference_logits(request.simulation, inputs), tolerance)
+            result["simulation_proxy"] = {
+                "runtime": f"torch {torch.__version__} on CPU (fake quantization)",
+                "covers": "int8 weights and activations as quantized for the artifact; fp16 compute not simulated",
+                **proxy.as_dict()}
+            if not proxy.passed:
+                problems = [*problems, f"quantization simulation failed: {'; '.join(proxy.failures)}"]
+        elif request.precision != "fp32":  # fp16 compute: catch overflow on a runtime that runs here
             proxy = _fp16_proxy(request, inputs, reference)
             covers = "float16 compute" + ("" if request.precision == "fp16" else "; weight compression not simulated")
             result["fp16_proxy"] = {"runtime": f"torch {torch.__version__} float16 on CPU", "covers": covers,
@@ -220,8 +237,11 @@ def _verify(
 def _summary(result: dict[str, Any]) -> dict[str, Any] | None:
     comparisons = result.get("comparisons") or {}
     if not comparisons:
-        proxy = result.get("fp16_proxy")
-        return {"source": "fp16 proxy", **{k: proxy[k] for k in ("max_abs_diff", "cosine_min", "top1_agreement")}} if proxy else None
+        for key, source in (("simulation_proxy", "simulated"), ("fp16_proxy", "fp16 proxy")):
+            if proxy := result.get(key):
+                keys = ("max_abs_diff", "cosine_min", "top1_agreement", "top5_overlap", "sqnr_db")
+                return {"source": source, **{k: proxy[k] for k in keys}}
+        return None
     worst = max(comparisons.values(), key=lambda c: c["max_abs_diff"])
     keys = ("max_abs_diff", "cosine_min", "top1_agreement", "top5_overlap", "sqnr_db")
     return {"source": str(result["runtime"]), **{k: worst[k] for k in keys}}
@@ -246,6 +266,8 @@ def export(
     calibration_size: int | None = None,
     calibration_method: str | None = None,
     keep_float: list[str] | None = None,
+    explain: bool = False,
+    int8_io: bool = False,
     deploy: bool = True,
     verify: bool = True,
     force: bool = False,
@@ -263,7 +285,7 @@ def export(
     options = {"dynamic_batch": dynamic_batch, "nhwc": nhwc,
                "minimum_deployment_target": minimum_deployment_target, "coreml_input": coreml_input,
                "calibration": calibration, "calibration_size": calibration_size,
-               "calibration_method": calibration_method, "keep_float": keep_float}
+               "calibration_method": calibration_method, "keep_float": keep_float, "explain": explain, "int8_io": int8_io}
     check_request_options(fmt, precision, options)
     if batch < 1:
         raise UnsupportedOptionError(f"--batch must be at least 1, got {batch}")
@@ -317,6 +339,8 @@ def export(
             artifact.error = f"conversion failed: {_one_line(error)}"
             return artifact
         export_seconds = time.perf_counter() - started
+        artifact.explain = (details.get("explain") or {}).get("worst_layers")  # shown even if verification fails
+        artifact.cost = {k: details[k] for k in ("float_size_bytes", "latency") if k in details}
         if "calibration" in details:
             request.options["calibrated_on"] = details["calibration"]["images"]
         check = tolerance or TOLERANCES[precision]

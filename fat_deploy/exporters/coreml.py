@@ -33,6 +33,10 @@ logging.getLogger("coremltools").setLevel(logging.ERROR)  # "Failed to load _MLM
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
 # Weight compression on the converted ML program (fp16 compute), coremltools.optimize.coreml.
 COMPRESSION_MODES = ("int8-weights", "palettize-4", "palettize-6", "palettize-8", "int4-block")
+# Weights and activations int8, quantized on the PyTorch side (activation calibration of an .mlpackage
+# needs macOS to run it): coremltools.optimize.torch LinearQuantizer, observers only (no training).
+ACTIVATION_MODES = ("w8a8",)
+MINIMUM_TARGET = {"int4-block": "iOS18", "w8a8": "iOS17"}
 DEFAULT_TARGET = "iOS16"
 INPUT_KINDS = ("image", "tensor")
 MIL_OPS_EXPECTED = {
@@ -40,6 +44,7 @@ MIL_OPS_EXPECTED = {
     "reduce_mean", "relu", "reshape", "silu", "softmax", "split", "transpose", "sub", "real_div",
     "sigmoid", "slice_by_index", "concat", "squeeze", "expand_dims", "avg_pool", "pad",
     "constexpr_affine_dequantize", "constexpr_lut_to_dense", "constexpr_blockwise_shift_scale",
+    "quantize", "dequantize",
 }
 
 
@@ -69,7 +74,7 @@ def default_labels(num_classes: int) -> tuple[list[str], str]:
 class CoreMLFormat(ExportFormat):
     name = "coreml"
     suffix = ".mlpackage"
-    precisions = ("fp32", "fp16", *COMPRESSION_MODES)
+    precisions = ("fp32", "fp16", *COMPRESSION_MODES, *ACTIVATION_MODES)
     runtime = "coremltools (macOS only)"
     converter_modules = ("coremltools",)
     extra = "coreml"
@@ -90,17 +95,21 @@ class CoreMLFormat(ExportFormat):
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         import coremltools as ct
 
-        target_name = request.options.get("minimum_deployment_target") or (
-            "iOS18" if request.precision == "int4-block" else DEFAULT_TARGET)
+        needed = MINIMUM_TARGET.get(request.precision)
+        target_name = request.options.get("minimum_deployment_target") or needed or DEFAULT_TARGET
         if target_name not in DEPLOYMENT_TARGETS:
             raise UnsupportedOptionError(
                 f"--minimum-deployment-target must be one of {', '.join(DEPLOYMENT_TARGETS)}"
             )
-        if request.precision == "int4-block" and DEPLOYMENT_TARGETS.index(target_name) < DEPLOYMENT_TARGETS.index("iOS18"):
-            raise UnsupportedOptionError("int4-block needs --minimum-deployment-target iOS18 or later")
+        if needed and DEPLOYMENT_TARGETS.index(target_name) < DEPLOYMENT_TARGETS.index(needed):
+            raise UnsupportedOptionError(f"{request.precision} needs --minimum-deployment-target {needed} or later")
         kind = self.input_kind(request)
         shape = (request.batch, 3, *request.img_size)
         model: nn.Module = request.model
+        details: dict[str, Any] = {}
+        if request.precision in ACTIVATION_MODES:
+            model, details = self._quantize_w8a8(request)
+            request.simulation = model
         classifier = None
         if kind == "image":
             model = PixelNormalize(model, request.spec.mean, request.spec.std).eval()
@@ -134,13 +143,45 @@ class CoreMLFormat(ExportFormat):
             "precision": request.precision,
             "tool_versions": f"torch {torch.__version__}, coremltools {ct.__version__}",
         })
-        details: dict[str, Any] = {}
         if request.precision in COMPRESSION_MODES:
             mlmodel, details = self._compress(mlmodel, request.precision, path)
         mlmodel.save(str(path))
         return {"converter": "coremltools (torch.jit.trace)", "minimum_deployment_target": target_name,
                 "input_kind": kind, "classifier": classifier is not None, **details,
                 "ops": self._op_histogram(path)}
+
+    @staticmethod
+    def _quantize_w8a8(request: ExportRequest) -> tuple[nn.Module, dict[str, Any]]:
+        """Int8 weights (per channel) and activations, calibrated on images in PyTorch, before conversion."""
+        from coremltools.optimize.torch.quantization import (
+            LinearQuantizer,
+            LinearQuantizerConfig,
+            ModuleLinearQuantizerConfig,
+        )
+
+        from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch
+
+        samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
+                                             int(request.options.get("calibration_size") or 32))
+        # milestones: observers on at step 0, fake quantization on at step 0, never freeze BN / observers
+        config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
+            quantization_scheme="symmetric", milestones=[0, 10**9, 10**9, 0]))
+        quantizer = LinearQuantizer(request.model, config)
+        example = torch.from_numpy(samples[:1])
+        prepared = quantizer.prepare(example_inputs=(example,), inplace=False).eval()
+        quantizer.step()
+        with torch.no_grad():
+            for batch in torch.from_numpy(samples).split(8):
+                prepared(batch)
+        finalized = quantizer.finalize(inplace=False).eval()
+        details: dict[str, Any] = {
+            "quantizer": "coremltools.optimize.torch LinearQuantizer (post-training, observers only)",
+            "scheme": "W8A8: int8 per-channel symmetric weights, int8 activations (quantize/dequantize ops)",
+            "calibration": {"method": "minmax observers", "samples": len(samples), "images": sources},
+        }
+        if len(set(sources)) < MIN_CALIBRATION_IMAGES:
+            details["warning"] = f"only {len(set(sources))} distinct calibration images"
+        return finalized, details
 
     @staticmethod
     def _compress(mlmodel: Any, precision: str, path: Path) -> tuple[Any, dict[str, Any]]:
@@ -217,6 +258,8 @@ class CoreMLFormat(ExportFormat):
             op.type.startswith("constexpr_") for op in self._operations(spec)
         ):
             problems.append(f"{request.precision} requested but no compressed weights found")
+        if request.precision in ACTIVATION_MODES and not any(op.type == "quantize" for op in self._operations(spec)):
+            problems.append(f"{request.precision} requested but no activation quantize ops found")
         if request.precision == "fp32" and cast_ops > 0:
             problems.append("fp32 requested but the program casts to float16")
         metadata = dict(spec.description.metadata.userDefined)

@@ -62,7 +62,7 @@ class OnnxFormat(ExportFormat):
     runtime = "onnxruntime"
     converter_modules = ("onnx", "onnxscript", "onnxsim", "onnxruntime")
     extra = "onnx"
-    supported_options = frozenset({"dynamic_batch"})
+    supported_options = frozenset({"dynamic_batch", "explain", "keep_float"})
 
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         import onnx

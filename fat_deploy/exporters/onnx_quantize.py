@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch
+from fat_deploy.exporters.cost import onnx_latency
+from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, explain_onnx, report
 from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
 
 ONNX_QUANTIZED = ("int8-dynamic", "int8-static")
@@ -41,8 +43,10 @@ class _BatchReader:
 def _excluded_nodes(model_path: Path, patterns: list[str]) -> list[str]:
     import onnx
 
-    names = [node.name for node in onnx.load(str(model_path)).graph.node]
-    return [name for name in names if any(fnmatch.fnmatch(name, p) or p in name for p in patterns)]
+    nodes = onnx.load(str(model_path)).graph.node
+    matched = [node for node in nodes if any(fnmatch.fnmatch(node.name, p) or p in node.name for p in patterns)]
+    # quantize_dynamic first splits a Gemm into MatMul + Add named "<gemm>_MatMul": exclude that name too.
+    return [name for node in matched for name in (node.name, *([f"{node.name}_MatMul"] if node.op_type == "Gemm" else []))]
 
 
 def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: str) -> dict[str, Any]:
@@ -63,26 +67,34 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
         excluded = _excluded_nodes(prepared, keep_float) if keep_float else []
         details: dict[str, Any] = {"quantizer": "onnxruntime.quantization", "float_size_bytes": float_path.stat().st_size,
                                    "kept_float_nodes": excluded}
+        sources: list[str] = []
         if request.precision == "int8-dynamic":
             quantize_dynamic(str(prepared), str(path), op_types_to_quantize=["MatMul", "Gemm"],
                              weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=excluded)
             details["scheme"] = "dynamic: MatMul/Gemm int8 weights, activations quantized at run time; Conv float"
-            return details
-        calibration, sources = calibration_batch(
-            request.spec, request.img_size, options.get("calibration"), int(options.get("calibration_size") or 32)
-        )
-        if len(set(sources)) < MIN_CALIBRATION_IMAGES:
-            details["warning"] = f"only {len(set(sources))} distinct calibration images; {MIN_CALIBRATION_IMAGES}+ recommended"
-        quantize_static(
-            str(prepared), str(path), _BatchReader(calibration, input_name), quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            op_types_to_quantize=STATIC_OP_TYPES,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
-            nodes_to_exclude=excluded,
-        )
-        details.update({
-            "scheme": "static QDQ: per-channel int8 weights, uint8 activations",
-            "calibration": {"method": method, "samples": len(calibration), "images": sources},
-        })
+        else:
+            calibration, sources = calibration_batch(
+                request.spec, request.img_size, options.get("calibration"), int(options.get("calibration_size") or 32)
+            )
+            if len(set(sources)) < MIN_CALIBRATION_IMAGES:
+                details["warning"] = (f"only {len(set(sources))} distinct calibration images; "
+                                      f"{MIN_CALIBRATION_IMAGES}+ recommended")
+            quantize_static(
+                str(prepared), str(path), _BatchReader(calibration, input_name), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                op_types_to_quantize=STATIC_OP_TYPES,
+                calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                  "percentile": CalibrationMethod.Percentile}[method],
+                nodes_to_exclude=excluded,
+            )
+            details.update({
+                "scheme": "static QDQ: per-channel int8 weights, uint8 activations",
+                "calibration": {"method": method, "samples": len(calibration), "images": sources},
+            })
+        shape = (request.batch, 3, *request.img_size)
+        details["latency"] = onnx_latency(prepared, path, shape, input_name)
+        if options.get("explain"):
+            inputs, names = explain_inputs(request, sources)
+            details["explain"] = {"images": names, "method": EXPLAIN_METHOD,
+                                  "worst_layers": report(explain_onnx(prepared, path, inputs, input_name))}
         return details

@@ -12,12 +12,12 @@ import numpy as np
 import torch.nn as nn
 
 from fat_deploy.errors import FatDeployError
-from fat_deploy.models.registry import ModelSpec
+from fat_deploy.models.registry import ModelSpec, output_classes
 
 # Every precision / quantization mode fat-deploy knows, named explicitly (never one "int8").
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-weights", "int8-static",
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-weights", "int8-static", "w8a8",
               "palettize-4", "palettize-6", "palettize-8", "int4-block")
-QUANTIZED = frozenset({"int8-dynamic", "int8-weights", "int8-static",
+QUANTIZED = frozenset({"int8-dynamic", "int8-weights", "int8-static", "w8a8",
                        "palettize-4", "palettize-6", "palettize-8", "int4-block"})
 
 
@@ -44,11 +44,13 @@ class ExportRequest:
     nhwc: bool = False
     labels: list[str] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # A PyTorch model computing what the artifact computes (e.g. fake-quantized W8A8), used to measure the
+    # cost where the artifact's runtime cannot run on this host.
+    simulation: nn.Module | None = None
 
     @property
     def num_classes(self) -> int:
-        head = getattr(self.reference, "head", None)
-        return int(getattr(head, "out_features", 0)) or 0
+        return output_classes(self.reference)
 
 
 class ExportFormat(ABC):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ def op_histogram(path: Path) -> dict[str, int]:
 def non_builtin_ops(ops: dict[str, int]) -> list[str]:
     """Flex (TensorFlow) and custom ops: they fail in a plain LiteRT runtime."""
     return sorted(op for op in ops if op.startswith("Flex") or op.upper() == "CUSTOM" or "DELEGATE" in op.upper())
+
+
+def pattern_regex(pattern: str) -> str:
+    """A --keep-float pattern (substring, ``*`` wildcards) as the regex ai-edge-quantizer matches op names with."""
+    return ".*" + ".*".join(re.escape(part) for part in pattern.split("*")) + ".*"
 
 
 def to_input_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -54,7 +60,7 @@ class TFLiteFormat(ExportFormat):
     runtime = "ai-edge-litert"
     converter_modules = ("litert_torch", "ai_edge_litert")
     extra = "tflite"
-    supported_options = frozenset({"nhwc"})
+    supported_options = frozenset({"nhwc", "explain", "keep_float", "int8_io"})
 
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         import litert_torch
@@ -97,7 +103,19 @@ class TFLiteFormat(ExportFormat):
                        "int8-static": (recipe.static_wi8_ai8, "static W8A8 with float32 I/O")}
             make_recipe, details["scheme"] = recipes[request.precision]
             engine.load_quantization_recipe(make_recipe())
-        calibration_result = None
+            if request.precision == "int8-static" and not request.options.get("int8_io"):
+                for boundary in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+                    engine.update_quantization_recipe(regex=".*", operation_name=boundary,
+                                                      algorithm_key=AlgorithmName.NO_QUANTIZE)
+            elif request.precision == "int8-static":
+                details["scheme"] = "static W8A8 with int8 input/output tensors (--int8-io)"
+            for pattern in request.options.get("keep_float") or []:
+                engine.update_quantization_recipe(regex=pattern_regex(pattern),
+                                                  operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                                  algorithm_key=AlgorithmName.NO_QUANTIZE)
+            if request.options.get("keep_float"):
+                details["kept_float_patterns"] = list(request.options["keep_float"])
+        calibration_result, sources = None, []
         if request.precision == "int8-static":
             from fat_deploy.exporters.calibration import calibration_batch
 
@@ -109,8 +127,22 @@ class TFLiteFormat(ExportFormat):
             calibration_result = engine.calibrate({signature: [{input_name: s[None]} for s in samples]})
             details["calibration"] = {"method": "minmax", "samples": len(samples), "images": sources}
         result = engine.quantize(calibration_result, enable_progress_report=False)
-        path.unlink()
+        float_path = path.with_name(f"{path.stem}.float{path.suffix}")
+        path.rename(float_path)
         result.export_model(str(path))
+        if request.precision != "fp16":
+            from fat_deploy.exporters.cost import tflite_latency
+
+            details["latency"] = tflite_latency(float_path, path)
+        if request.options.get("explain"):
+            from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, explain_tflite, report
+
+            inputs, names = explain_inputs(request, sources)
+            if request.nhwc:
+                inputs = inputs.transpose(0, 2, 3, 1)
+            details["explain"] = {"images": names, "method": EXPLAIN_METHOD,
+                                  "worst_layers": report(explain_tflite(float_path, path, inputs))}
+        float_path.unlink()
         return details
 
     @staticmethod

@@ -28,6 +28,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "int8-dynamic": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
     "int8-weights": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
     "int8-static": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    "w8a8": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
     "palettize-4": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
     "palettize-6": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
     "palettize-8": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),

@@ -84,6 +84,18 @@ def get_spec(name: str) -> ModelSpec:
     )
 
 
+def output_classes(model: nn.Module) -> int:
+    """Size of a model's classifier output (0 for a headless feature extractor)."""
+    value = getattr(model, "num_classes", None)
+    if isinstance(value, int):
+        return value
+    for name in ("head", "classifier", "fc"):
+        out_features = getattr(getattr(model, name, None), "out_features", None)
+        if isinstance(out_features, int):
+            return out_features
+    return 0
+
+
 def create_model(
     name: str,
     checkpoint: str | Path | None = None,

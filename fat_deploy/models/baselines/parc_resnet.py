@@ -44,6 +44,7 @@ class ParCResNet50(FixedInputSize, ResNet):
     def __init__(self, num_classes: int = 1000, img_size: int = 224, parc_from: tuple[int, int] = (3, 2)) -> None:
         super().__init__(Bottleneck, [3, 4, 6, 3], num_classes=max(num_classes, 1))
         self.set_input_size(img_size)
+        self.num_classes = num_classes
         for layer, first, stride in ((self.layer3, parc_from[0], 16), (self.layer4, parc_from[1], 32)):
             for index in range(first, len(layer)):
                 layer[index] = ParCBottleneck(layer[index], img_size // stride)
