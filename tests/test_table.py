@@ -109,6 +109,7 @@ def test_plot_is_written(tmp_path: Path) -> None:
         (["--table", "--img-size", "256"], "--table measures every row at its paper input size"),
         (["--table", "--plot", "table.jpg"], "use a .png, .svg or .pdf"),
         (["--plot", "table.png"], "use it with --table"),
+        (["--table", "--checkpoint", "w.pth"], "drop --checkpoint"),
     ],
 )
 def test_table_bad_input(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

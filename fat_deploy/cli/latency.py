@@ -98,6 +98,9 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
     if args.artifact or args.img_size or args.batch or args.throughput or args.precision != "fp32":
         raise FatDeployError("--table measures every row at its paper input size, batch 1, fp32 (and fp16 "
                              "throughput on CUDA); drop --artifact/--img-size/--batch/--throughput/--precision")
+    if args.checkpoint:
+        raise FatDeployError("--table times every model with random weights (latency does not depend on them); "
+                             "drop --checkpoint")
     for path in args.plot or []:
         if Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
             raise FatDeployError(f"--plot {path}: use a .png, .svg or .pdf file name")
