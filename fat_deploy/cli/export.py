@@ -161,8 +161,9 @@ def _main(argv: Sequence[str] | None) -> int:
                 minimum_deployment_target=args.minimum_deployment_target if fmt_name == "coreml" else None,
                 coreml_input=args.coreml_input if fmt_name == "coreml" else None,
                 calibration=args.calibration, calibration_size=args.calibration_size,
-                calibration_method=args.calibration_method, keep_float=args.keep_float if fmt_name != "coreml" else None, explain=args.explain,
-                int8_io=args.int8_io and fmt_name == "tflite",
+                calibration_method=args.calibration_method,
+                keep_float=args.keep_float if fmt_name != "coreml" else None,
+                explain=args.explain and fmt_name != "coreml", int8_io=args.int8_io and fmt_name == "tflite",
                 deploy=not args.no_deploy, verify=not args.no_verify, force=args.force, on_stage=stage,
             )
             artifacts.append(artifact)

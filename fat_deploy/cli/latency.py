@@ -87,6 +87,13 @@ def _write(path: str, text: str) -> None:
         raise FatDeployError(f"cannot write {path}: {error.strerror or error}") from None
 
 
+def _append(path: str, records: list[dict]) -> None:  # type: ignore[type-arg]
+    try:
+        append_jsonl(path, records)
+    except OSError as error:
+        raise FatDeployError(f"cannot write {path}: {error.strerror or error}") from None
+
+
 def _progress(err: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                     TimeElapsedColumn(), console=err)
@@ -132,7 +139,7 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
                 progress.update(task, description=job.describe())
                 record = measure(
                     job.model, job.backend, device=job.device, threads=args.threads, batch=job.batch,
-                    precision=job.precision, checkpoint=args.checkpoint, warmup=args.warmup, runs=args.runs,
+                    precision=job.precision, warmup=args.warmup, runs=args.runs,
                     min_seconds=args.min_seconds, cache_dir=args.cache_dir,
                 ).as_dict()
                 record["profile"] = asdict(profiles[job.model])
@@ -148,10 +155,7 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
     for note in paper_table.footnotes(rows):
         console.print(note)
     if args.json and not args.merge:
-        try:
-            append_jsonl(args.json, records)
-        except OSError as error:
-            raise FatDeployError(f"cannot write {args.json}: {error.strerror or error}") from None
+        _append(args.json, records)
     if args.markdown:
         _write(args.markdown, paper_table.markdown_table(rows, backends, env))
     if args.csv:
@@ -207,10 +211,7 @@ def _main(argv: Sequence[str] | None) -> int:
         console.print(f"environment: {line}")
     console.print(f"timed: {TIMED}; init = session/interpreter creation; first = first invocation")
     if args.json:
-        try:
-            append_jsonl(args.json, records)
-        except OSError as error:
-            raise FatDeployError(f"cannot write {args.json}: {error.strerror or error}") from None
+        _append(args.json, records)
     _write_outputs(args, records)
     return 0
 

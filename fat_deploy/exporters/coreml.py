@@ -163,7 +163,8 @@ class CoreMLFormat(ExportFormat):
 
         samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
                                              int(request.options.get("calibration_size") or 32))
-        # milestones: observers on at step 0, fake quantization on at step 0, never freeze BN / observers
+        # milestones = steps to (enable observers, enable fake quantization, disable observers, freeze BN):
+        # observers from step 0 see float activations (plain post-training calibration), BN frozen from step 0
         config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
             quantization_scheme="symmetric", milestones=[0, 10**9, 10**9, 0]))
         quantizer = LinearQuantizer(request.model, config)
