@@ -28,22 +28,56 @@ def tool_versions(names: tuple[str, ...] = TOOL_PACKAGES) -> dict[str, str]:
     return {name: version for name in names if (version := package_version(name)) is not None}
 
 
+# Instruction-set features that change kernel choice (and so latency) in the runtimes we time.
+ISA_FEATURES = (
+    "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_int8", "amx_bf16",  # x86
+    "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2", "sme",  # Arm: NEON, dotprod, fp16, ...
+)
+
+
 @cache
-def cpu_model() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def cpu_model() -> str:
+    info = _cpuinfo()
+    return info.get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_identity() -> dict[str, object]:
+    """Vendor, family/model/stepping and the ISA features that matter: two "AMD EPYC" hosts can differ 3x."""
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    identity: dict[str, object] = {
+        "cpu_vendor": info.get("vendor_id") or info.get("CPU implementer"),
+        "cpu_family": info.get("cpu family") or info.get("CPU architecture"),
+        "cpu_model_number": info.get("model") or info.get("CPU part"),
+        "cpu_stepping": info.get("stepping") or info.get("CPU revision"),
+        "cpu_isa": [feature for feature in ISA_FEATURES if feature in flags],
+    }
+    return {key: value for key, value in identity.items() if value not in (None, "")}
 
 
 def host_info() -> dict[str, object]:
-    """CPU model, cores, OS and Python of this machine."""
+    """CPU model and identity, cores, OS and Python of this machine."""
     return {
         "cpu": cpu_model(),
+        **cpu_identity(),
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "os": platform.platform(),
@@ -71,3 +105,34 @@ def native_stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def native_output_captured() -> Iterator[None]:
+    """Send stdout and stderr (Python and native libraries) to a discarded temporary file meanwhile.
+
+    Converters and runtimes print progress bars, absl/oneDNN lines and warnings from C++ and Python; the
+    CLIs show them only with ``--verbose``. Write what the user should see to streams opened before this.
+    """
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile("w+") as sink:
+        try:
+            saved = (os.dup(1), os.dup(2))
+        except OSError:
+            saved = None
+        try:
+            if saved:
+                os.dup2(sink.fileno(), 1)
+                os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                yield
+        finally:
+            sink.flush()
+            if saved:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])

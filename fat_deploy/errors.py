@@ -22,3 +22,7 @@ class CheckpointError(FatDeployError):
 
 class InputSizeError(FatDeployError, ValueError):
     """An input resolution the model cannot take."""
+
+
+class ArgumentError(FatDeployError, ValueError):
+    """A Python API argument of the wrong type or out of range (the CLIs' flags get the same checks)."""

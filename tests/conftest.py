@@ -10,7 +10,7 @@ from fat_deploy.models import create_model
 
 
 def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm/GroupNorm non-trivial statistics and affine terms, so folding matters."""
+    """Give every BatchNorm/GroupNorm/LayerNorm non-trivial statistics and affine terms, as training does."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -18,7 +18,8 @@ def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
                 n = module.num_features
                 module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
                 module.running_var.copy_(torch.rand(n, generator=generator) * 2.5 + 0.3)
-            if isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)) and module.affine:
+            if isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)) and module.affine or (
+                    isinstance(module, nn.LayerNorm) and module.elementwise_affine):
                 module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
                 module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.3)
     return model
@@ -47,4 +48,13 @@ def photo_calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # ty
     model = recalibrate_batchnorm(create_model("fat_b0"), get_spec("fat_b0"), (224, 224))
     path = tmp_path_factory.mktemp("weights") / "fat_b0_bn_recalibrated.pth"
     torch.save(model.eval().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_looking_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A FAT-B0 checkpoint whose BatchNorm statistics and GroupNorm affines are non-trivial (as trained ones are)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("trained") / "fat_b0_trained_looking.pth"
+    torch.save(randomize_norm_stats(create_model("fat_b0")).state_dict(), path)
     return path

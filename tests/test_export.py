@@ -174,7 +174,10 @@ def test_coreml_image_classifier_spec(tmp_path: Path) -> None:
     assert {o.name for o in spec.description.output} == {"classLabel", "classLabel_probs"}
     assert list(spec.mlProgram.functions["main"].block_specializations)  # an ML program
     assert spec.description.metadata.userDefined["mean"] == "0.485,0.456,0.406"
-    assert "class_999" in str(spec.neuralNetworkClassifier.stringClassLabels) or spec.description.predictedFeatureName == "classLabel"
+    from fat_deploy.exporters.coreml import CoreMLFormat
+
+    assert CoreMLFormat.classifier_labels(spec) == [f"class_{i}" for i in range(1000)]
+    assert spec.description.predictedFeatureName == "classLabel"
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     assert manifest["labels"]["source"] == str(labels)
     assert manifest["format_details"]["minimum_deployment_target"] == "iOS17"

@@ -10,7 +10,7 @@ from fat_deploy.errors import UnknownModelError
 from fat_deploy.models import create_model, get_spec, list_models, profile
 from fat_deploy.models.fat import FAT_CONFIGS, FASA
 
-# From the official code (shared/reference/fat_arch.md §1.1): params, state_dict entries,
+# From the official code (github.com/qhfan/FAT, counted with its model definitions): params, state_dict entries,
 # GMACs conv+linear, GMACs with attention matmuls, at 224.
 OFFICIAL_COUNTS = {
     "fat_b0": (4_494_488, 487, 0.701, 0.754),
@@ -18,7 +18,7 @@ OFFICIAL_COUNTS = {
     "fat_b2": (13_466_728, 487, 2.038, 2.131),
     "fat_b3": (29_196_264, 1039, 4.425, 4.632),
 }
-# Derived variants (fat_arch.md §1.2): params (M), GMACs total, GMACs conv-only.
+# Derived variants (docs/DESIGN.md: configurations derived from the paper's Table 1): params (M), GMACs total, GMACs conv-only.
 DERIVED_COUNTS = {
     "fat_b3_st": (29.32, 4.618, 4.477),
     "fat_b4": (51.72, 8.532, 8.303),
@@ -100,7 +100,7 @@ def test_headless_model_returns_features() -> None:
 
 
 def _fasa_from_equations(attn: FASA, x: torch.Tensor) -> torch.Tensor:
-    """FASA written directly from fat_arch.md §2.4, one head at a time."""
+    """FASA written directly from the paper's equations (arXiv:2306.00396, Sec. 3.2), one head at a time."""
     b, c, h, w = x.shape
     d = attn.dim_head
     q_local = F.conv2d(x, attn.q.weight, attn.q.bias)

@@ -43,7 +43,7 @@ def test_calibration_folder_errors(tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "a.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(FatDeployError, match="none of the 1 images .* could be read"):
+    with pytest.raises(FatDeployError, match="1 of 1 images in .* cannot be read: a.jpg \\(not an image PIL can decode\\)"):
         export("fat_b0", "onnx", "int8-static", out=tmp_path / "out", calibration=broken)
     with pytest.raises(FatDeployError, match="image folder not found"):
         export("fat_b0", "onnx", "int8-static", out=tmp_path / "out", calibration=tmp_path / "missing")
@@ -128,7 +128,7 @@ def test_int8_dynamic_records_its_cost(tmp_path: Path, photo_calibrated_checkpoi
 def test_int8_static_is_measured_and_never_placed_when_it_collapses(
     tmp_path: Path, photo_calibrated_checkpoint: Path
 ) -> None:
-    # Random weights quantize badly (toolchain.md: "only indicative"); whatever the outcome,
+    # Random weights quantize badly (their statistics are not a trained model's); whatever the outcome,
     # the cost is measured against held-out images and a collapse leaves no artifact.
     artifact = export("fat_b0", "onnx", "int8-static", out=tmp_path, img_size=96, calibration_size=8,
                       checkpoint=photo_calibrated_checkpoint)

@@ -11,17 +11,20 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fat_deploy.cli.common import run_cli
+from fat_deploy.cli.common import quiet, run_cli, terminal
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.api import (
+    CALIBRATED,
     FAILED,
     Artifact,
+    check_calibration_folder,
     check_request_options,
     export,
-    prepare_output_dir,
     read_labels,
     resolve_img_size,
 )
+from fat_deploy.exporters.manifest import manifest_path_for
+from fat_deploy.exporters.placement import check_targets, prepare_output_dir
 from fat_deploy.exporters.coreml import DEFAULT_TARGET, DEPLOYMENT_TARGETS, INPUT_KINDS
 from fat_deploy.exporters.registry import PRECISIONS, get_format, list_formats
 from fat_deploy.models.registry import get_spec
@@ -46,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
     parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: dynamic batch axis")
     parser.add_argument("--nhwc", action="store_true", help="TFLite: NHWC input layout")
-    parser.add_argument("--labels", help="Core ML: class labels, one per line (default: ImageNet-1k names)")
+    parser.add_argument("--labels", help="class names, one per line, one per class (default: ImageNet-1k); the Core ML "
+                        "classifier's names, and in every manifest")
     parser.add_argument("--minimum-deployment-target", choices=DEPLOYMENT_TARGETS,
                         help=f"Core ML: minimum deployment target (default {DEFAULT_TARGET})")
     parser.add_argument("--coreml-input", choices=INPUT_KINDS,
@@ -63,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", action="store_true", help="skip running the artifact (status: exported-not-verified)")
     parser.add_argument("--force", action="store_true", help="overwrite existing artifacts")
     parser.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the converters' own progress bars, logs and warnings")
     return parser
 
 
@@ -126,6 +132,11 @@ def _explain_table(artifact: Artifact) -> Table:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    with quiet(args.verbose):
+        return _export_all(args)
+
+
+def _export_all(args: argparse.Namespace) -> int:
     # Everything that can be wrong with the request is checked before the first conversion.
     spec = get_spec(args.model)
     plan = _plan(args)
@@ -137,13 +148,13 @@ def _main(argv: Sequence[str] | None) -> int:
     model = create_model(spec.name, checkpoint=args.checkpoint)
     if args.labels:
         read_labels(args.labels, output_classes(model))
+    if args.calibration and any(precision in CALIBRATED for _, precision in plan):
+        check_calibration_folder(args.calibration)
     out_dir = prepare_output_dir(args.out)
-    if not args.force:
-        for fmt_name, precision in plan:
-            name = get_format(fmt_name).artifact_name(spec.name, precision, {"coreml_input": args.coreml_input})
-            if (out_dir / name).exists():
-                raise FatDeployError(f"{out_dir / name} already exists; pass --force to overwrite it")
-    err = Console(stderr=True)
+    for fmt_name, precision in plan:
+        target = out_dir / get_format(fmt_name).artifact_name(spec.name, precision, {"coreml_input": args.coreml_input})
+        check_targets(target, manifest_path_for(target), args.force)
+    err = Console(file=terminal().err)
     artifacts: list[Artifact] = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err, transient=False) as progress:
@@ -157,7 +168,7 @@ def _main(argv: Sequence[str] | None) -> int:
             artifact = export(
                 spec.name, fmt_name, precision, args.out, checkpoint=args.checkpoint,
                 img_size=img_size, batch=args.batch, dynamic_batch=args.dynamic_batch and fmt_name == "onnx",
-                nhwc=args.nhwc and fmt_name == "tflite", labels=args.labels if fmt_name == "coreml" else None,
+                nhwc=args.nhwc and fmt_name == "tflite", labels=args.labels,
                 minimum_deployment_target=args.minimum_deployment_target if fmt_name == "coreml" else None,
                 coreml_input=args.coreml_input if fmt_name == "coreml" else None,
                 calibration=args.calibration, calibration_size=args.calibration_size,
@@ -173,10 +184,11 @@ def _main(argv: Sequence[str] | None) -> int:
         err.print(_table(artifacts))
         for artifact in explained:
             err.print(_explain_table(artifact))
-        json.dump([a.as_dict() for a in artifacts], sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        json.dump([a.as_dict() for a in artifacts], terminal().out, indent=2)
+        terminal().out.write("\n")
     else:
-        console = Console() if Console().is_terminal else Console(width=200)
+        console = Console(file=terminal().out)
+        console = console if console.is_terminal else Console(file=terminal().out, width=200)
         console.print(_table(artifacts))
         for artifact in explained:
             console.print(_explain_table(artifact))

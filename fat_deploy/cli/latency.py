@@ -12,9 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fat_deploy.cli.common import run_cli
+from fat_deploy.cli.common import quiet, run_cli, terminal
 from fat_deploy.errors import FatDeployError
-from fat_deploy.latency.backends import BACKENDS, get_backend
+from fat_deploy.latency.backends import BACKENDS, KNOWN_DEVICES, check_device, get_backend
 from fat_deploy.latency.harness import TIMED, Measurement, check_settings, measure
 from fat_deploy.latency.report import (
     append_jsonl,
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", nargs="+", help="model names or 'all' (default: fat_b0 fat_b1 fat_b2; with --table: "
                         "the paper table's 12 rows)")
     parser.add_argument("--backend", nargs="+", default=["onnxruntime"], help=f"{', '.join(BACKENDS)} (several allowed)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (coreml: cpu, gpu, all)")
+    parser.add_argument("--device", default="cpu", help=f"one of {', '.join(KNOWN_DEVICES)} (cuda: torch, onnxruntime; gpu/all: coreml)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op / interpreter threads (default 1)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 1; 32 with --throughput)")
     parser.add_argument("--img-size", nargs="+", type=int, metavar="PX", help="N or H W (default: each model's)")
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", action="store_true",
                         help="regenerate the paper's efficiency table: every row at its paper input size, batch 1, "
                              "beside the paper's numbers (--backend lists the CPU runtimes, one column each)")
+    parser.add_argument("--verbose", action="store_true", help="also show converters' and runtimes' own output")
     parser.add_argument("--plot", nargs="+", metavar="PATH", help="with --table: latency-vs-top-1 plot (.png/.svg)")
     return parser
 
@@ -122,7 +123,7 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
     check_settings(args.threads, 1, args.warmup, args.runs, args.min_seconds)
     _check_writable([p for p in (args.json, args.markdown, args.csv, *(args.plot or [])) if p])
     names = [name for _, name in rows_wanted]
-    err = Console(stderr=True)
+    err = Console(file=terminal().err)
     if args.merge:
         records = [r for r in read_jsonl(args.merge) if r["model"] in names]
         profiles = paper_table.profiles_from_records(records)
@@ -167,7 +168,13 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console() if Console().is_terminal else Console(width=220)
+    with quiet(args.verbose):
+        return _measure_all(args)
+
+
+def _measure_all(args: argparse.Namespace) -> int:
+    console = Console(file=terminal().out)
+    console = console if console.is_terminal else Console(file=terminal().out, width=220)
     if args.table:
         return _table_main(args, console)
     if args.plot:
@@ -182,6 +189,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     models = _models(args.model)
     backends = [get_backend(name).name for name in dict.fromkeys(args.backend)]
+    check_device(args.device)
     batch = args.batch if args.batch is not None else (THROUGHPUT_BATCH if args.throughput else 1)
     check_settings(args.threads, batch, args.warmup, args.runs, args.min_seconds)
     if args.artifact:
@@ -192,7 +200,7 @@ def _main(argv: Sequence[str] | None) -> int:
     _check_writable([p for p in (args.json, args.markdown, args.csv) if p])
     img_size = tuple(args.img_size) if args.img_size else None
     results: list[Measurement] = []
-    err = Console(stderr=True)
+    err = Console(file=terminal().err)
     with _progress(err) as progress:
         task = progress.add_task("measuring", total=len(models) * len(backends))
         for model in models:

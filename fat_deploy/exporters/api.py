@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import tempfile
+import json
+import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,15 +18,10 @@ import torch
 import torch.nn as nn
 
 from fat_deploy.environment import host_info, native_stdout_to_stderr, tool_versions
-from fat_deploy.errors import FatDeployError, InputSizeError
-from fat_deploy.exporters.calibration import held_out_inputs, verification_inputs
-from fat_deploy.exporters.manifest import (
-    MANIFEST_SCHEMA_VERSION,
-    manifest_path_for,
-    sha256_of,
-    size_of,
-    write_json_atomic,
-)
+from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
+from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, held_out_inputs, verification_inputs
+from fat_deploy.exporters.manifest import MANIFEST_SCHEMA_VERSION, manifest_path_for, sha256_of, size_of
+from fat_deploy.exporters.placement import check_targets, place_pair, prepare_output_dir, staging_folder
 from fat_deploy.exporters.registry import (
     PRECISIONS,
     QUANTIZED,
@@ -39,6 +33,16 @@ from fat_deploy.exporters.registry import (
 )
 from fat_deploy.exporters.verify import TOLERANCES, Comparison, Tolerance, compare
 from fat_deploy.models.registry import ModelSpec, create_model, get_spec
+from fat_deploy.validation import (
+    require_bool,
+    require_img_size,
+    require_int,
+    require_path,
+    require_str,
+    require_str_list,
+)
+
+log = logging.getLogger("fat_deploy")
 
 PASSED, NOT_VERIFIED, FAILED = "passed", "exported-not-verified", "failed"
 OPTION_FLAGS = {
@@ -120,6 +124,9 @@ def check_request_options(fmt: ExportFormat, precision: str, options: dict[str, 
         raise UnsupportedOptionError(
             f"{fmt.name} does not support precision {precision}: it supports {', '.join(fmt.precisions)}"
         )
+    size = options.get("calibration_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise UnsupportedOptionError(f"--calibration-size must be a whole number of at least 1, got {size!r}")
     for option, value in options.items():
         if value and option in CALIBRATION_OPTIONS and precision not in CALIBRATED:
             raise UnsupportedOptionError(
@@ -142,35 +149,20 @@ def read_labels(path: str | Path, num_classes: int) -> list[str]:
         labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
         raise FatDeployError(f"cannot read labels file {path}: {error}") from None
+    return check_labels(labels, num_classes, f"labels file {path}")
+
+
+def check_labels(labels: list[str], num_classes: int, source: str = "labels") -> list[str]:
+    """One unique, non-empty name per class."""
+    if not all(isinstance(label, str) and label.strip() for label in labels):
+        raise FatDeployError(f"{source}: every label must be a non-empty string")
     if len(labels) != num_classes:
-        raise FatDeployError(f"labels file {path} has {len(labels)} labels, the model has {num_classes} classes")
+        raise FatDeployError(f"{source} has {len(labels)} labels, the model has {num_classes} classes")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        shown = ", ".join(repr(label) for label in repeated[:3]) + (" ..." if len(repeated) > 3 else "")
+        raise FatDeployError(f"{source} repeats labels ({shown}): each class needs its own name")
     return labels
-
-
-def prepare_output_dir(out: str | Path) -> Path:
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise FatDeployError(f"cannot create output folder {out}: {error.strerror or error}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise FatDeployError(f"output folder {out} is not writable")
-    return out
-
-
-def _place(source: Path, target: Path) -> None:
-    """Move ``source`` onto ``target``; an existing target is replaced only once the new one is ready."""
-    if target.exists() and (target.is_dir() or source.is_dir()):  # os.replace cannot swap folders
-        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, backup)
-        try:
-            os.replace(source, target)
-        except BaseException:
-            os.replace(backup, target)
-            raise
-        shutil.rmtree(backup, ignore_errors=True) if backup.is_dir() else backup.unlink(missing_ok=True)
-    else:
-        os.replace(source, target)
 
 
 def _reference_logits(model: nn.Module, inputs: np.ndarray) -> np.ndarray:
@@ -280,6 +272,7 @@ def export(
     work; a conversion or verification failure returns an Artifact with status ``failed`` and
     leaves no file behind.
     """
+    _check_export_arguments(locals())
     stage = on_stage or (lambda _message: None)
     fmt = get_format(format)
     options = {"dynamic_batch": dynamic_batch, "nhwc": nhwc,
@@ -287,8 +280,6 @@ def export(
                "calibration": calibration, "calibration_size": calibration_size,
                "calibration_method": calibration_method, "keep_float": keep_float, "explain": explain, "int8_io": int8_io}
     check_request_options(fmt, precision, options)
-    if batch < 1:
-        raise UnsupportedOptionError(f"--batch must be at least 1, got {batch}")
     if dynamic_batch and batch != 1:
         raise UnsupportedOptionError("--dynamic-batch exports with an example batch of 1; leave --batch out")
     if isinstance(model_or_name, str):
@@ -311,65 +302,108 @@ def export(
     if isinstance(labels, (str, Path)):
         request.labels, labels_source = read_labels(labels, request.num_classes), str(labels)
     elif labels is not None:
-        request.labels, labels_source = list(labels), "given"
-    if calibration is not None:
-        from fat_deploy.exporters.calibration import folder_images
-
-        folder_images(calibration)  # an empty or unreadable folder fails here, before any work
+        request.labels, labels_source = check_labels(list(labels), request.num_classes), "given"
+    if calibration is not None and precision in CALIBRATED:
+        check_calibration_folder(calibration)  # empty, unreadable or too small: before any work
     target = out_dir / fmt.artifact_name(name, precision, request.options)
-    if target.exists() and not force:
-        raise FatDeployError(f"{target} already exists; pass --force to overwrite it")
+    targets = check_targets(target, manifest_path_for(target), force)
     if deploy:
         from fat_deploy.models.deploy import to_deploy
 
         request.model = to_deploy(reference)
     artifact = Artifact(model=name, format=fmt.name, precision=precision, status=FAILED)
     started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix=".fat-export-", dir=out_dir))
     try:
-        staged = workdir / target.name
-        stage("converting")
-        try:
-            with native_stdout_to_stderr(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # converters' deprecation chatter; failures still raise
-                details = fmt.convert(request, staged)
-        except FatDeployError:
-            raise
-        except Exception as error:  # noqa: BLE001 - any converter failure is reported, not raised
-            artifact.error = f"conversion failed: {_one_line(error)}"
-            return artifact
-        export_seconds = time.perf_counter() - started
-        artifact.explain = (details.get("explain") or {}).get("worst_layers")  # shown even if verification fails
-        artifact.cost = {k: details[k] for k in ("float_size_bytes", "latency") if k in details}
-        if "calibration" in details:
-            request.options["calibrated_on"] = details["calibration"]["images"]
-        check = tolerance or TOLERANCES[precision]
-        if verify:
-            stage("verifying")
-            try:
-                status, verification = _verify(fmt, request, staged, check, artifact.notes)
-            except Exception as error:  # noqa: BLE001
-                artifact.error = f"verification failed: {_one_line(error)}"
-                return artifact
-        else:
-            status, verification = NOT_VERIFIED, {"skipped": "--no-verify", "tolerance": check.as_dict()}
-            artifact.notes.append("verification skipped (--no-verify)")
-        artifact.comparison = _summary(verification)
-        artifact.status = status
-        if status == FAILED:
-            artifact.error = "verification outside tolerance: " + "; ".join(artifact.notes)
-            return artifact
-        artifact.size_bytes = size_of(staged)
-        manifest = _manifest(request, fmt, staged, details, verification, status, export_seconds,
-                             checkpoint, labels_source, deploy)
-        _place(staged, target)
-        manifest_path = manifest_path_for(target)
-        write_json_atomic(manifest_path, manifest)
-        artifact.path, artifact.manifest_path = target, manifest_path
+        with staging_folder(out_dir) as workdir:
+            if _convert_and_verify(fmt, request, workdir / target.name, artifact, verify, tolerance, stage,
+                                   (checkpoint, labels_source, deploy, started)):
+                place_pair(workdir / target.name, workdir / targets.manifest.name, targets)
+                artifact.path, artifact.manifest_path = target, targets.manifest
         return artifact
     finally:
         artifact.seconds = time.perf_counter() - started
-        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_calibration_folder(folder: str | Path) -> None:
+    """Refuse a calibration folder that is missing, empty or has unreadable images; warn when it is small."""
+    from fat_deploy.exporters.calibration import folder_images
+
+    distinct = len(folder_images(folder))
+    if distinct < MIN_CALIBRATION_IMAGES:
+        log.warning("--calibration %s has %d image(s): calibration statistics from fewer than %d distinct images "
+                    "rarely represent the data (random crops of them are used)", folder, distinct,
+                    MIN_CALIBRATION_IMAGES)
+
+
+def _check_export_arguments(arguments: dict[str, Any]) -> None:
+    """Types and ranges of export()'s arguments, as one-line errors (the CLI gets the same)."""
+    require_str("format", arguments["format"])
+    require_str("precision", arguments["precision"])
+    require_path("out", arguments["out"])
+    require_path("checkpoint", arguments["checkpoint"], optional=True)
+    require_str("model_name", arguments["model_name"], optional=True)
+    require_img_size(arguments["img_size"])
+    require_int("batch", arguments["batch"], minimum=1)
+    require_path("calibration", arguments["calibration"], optional=True)
+    require_int("calibration_size", arguments["calibration_size"], minimum=1, optional=True)
+    require_str("calibration_method", arguments["calibration_method"], optional=True)
+    require_str("minimum_deployment_target", arguments["minimum_deployment_target"], optional=True)
+    require_str("coreml_input", arguments["coreml_input"], optional=True)
+    require_str_list("keep_float", arguments["keep_float"])
+    for flag in ("dynamic_batch", "nhwc", "explain", "int8_io", "deploy", "verify", "force"):
+        require_bool(flag, arguments[flag])
+    model = arguments["model_or_name"]
+    if not isinstance(model, (str, nn.Module)):
+        raise ArgumentError(f"model_or_name must be a registered model name or an nn.Module, got {type(model).__name__}")
+    labels = arguments["labels"]
+    if labels is not None and not isinstance(labels, (str, Path)):
+        require_str_list("labels", labels)
+
+
+def _convert_and_verify(
+    fmt: ExportFormat, request: ExportRequest, staged: Path, artifact: Artifact, verify: bool,
+    tolerance: Tolerance | None, stage: Callable[[str], None], provenance: tuple[Any, str | None, bool, float],
+) -> bool:
+    """Convert into ``staged``, verify, and write the manifest beside it; False (artifact.error set) on failure."""
+    checkpoint, labels_source, deploy, started = provenance
+    stage("converting")
+    try:
+        with native_stdout_to_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # converters' deprecation chatter; failures still raise
+            details = fmt.convert(request, staged)
+    except FatDeployError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any converter failure is reported, not raised
+        artifact.error = f"conversion failed: {_one_line(error)}"
+        return False
+    export_seconds = time.perf_counter() - started
+    artifact.explain = (details.get("explain") or {}).get("worst_layers")  # shown even if verification fails
+    artifact.cost = {k: details[k] for k in ("float_size_bytes", "latency") if k in details}
+    if "calibration" in details:
+        request.options["calibrated_on"] = details["calibration"]["images"]
+    check = tolerance or TOLERANCES[request.precision]
+    if verify:
+        stage("verifying")
+        try:
+            status, verification = _verify(fmt, request, staged, check, artifact.notes)
+        except Exception as error:  # noqa: BLE001
+            artifact.error = f"verification failed: {_one_line(error)}"
+            return False
+    else:
+        status, verification = NOT_VERIFIED, {"skipped": "--no-verify", "tolerance": check.as_dict()}
+        artifact.notes.append("verification skipped (--no-verify)")
+    artifact.comparison = _summary(verification)
+    artifact.status = status
+    if status == FAILED:
+        artifact.error = "verification outside tolerance: " + "; ".join(artifact.notes)
+        return False
+    artifact.size_bytes = size_of(staged)
+    manifest = _manifest(request, fmt, staged, details, verification, status, export_seconds,
+                         checkpoint, labels_source, deploy)
+    with manifest_path_for(staged).open("w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=2, default=str)
+        handle.write("\n")
+    return True
 
 
 def _manifest(
@@ -386,7 +420,8 @@ def _manifest(
         "model": request.model_name,
         "variant_source": spec.source,
         "official_configuration": spec.official,
-        "checkpoint": {"path": str(checkpoint), "sha256": sha256_of(Path(checkpoint))} if checkpoint else "random init",
+        "checkpoint": {"path": str(checkpoint), "sha256": sha256_of(Path(checkpoint)),
+                       **getattr(request.reference, "checkpoint_notes", {})} if checkpoint else "random init",
         "deploy_form": deploy,
         "format": fmt.name,
         "precision": request.precision,
@@ -398,7 +433,8 @@ def _manifest(
             "center_crop": list(request.img_size), "interpolation": spec.interpolation,
             "value_range": "RGB / 255 -> [0, 1]", "mean": list(spec.mean), "std": list(spec.std),
         },
-        "labels": {"source": labels_source or "class indices", "count": request.num_classes},
+        "labels": {"source": labels_source or "class indices", "count": request.num_classes,
+                   **({"names": request.labels} if request.labels else {})},
         "file": {"name": path.name, "size_bytes": size_of(path), "sha256": sha256_of(path)},
         "format_details": details,
         "tool_versions": {**tool_versions(), "torch": torch.__version__},

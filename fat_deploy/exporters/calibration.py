@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from fat_deploy.errors import FatDeployError
 from fat_deploy.models.registry import ModelSpec
@@ -33,8 +33,9 @@ def sample_photos(limit: int | None = None) -> list[tuple[str, Image.Image]]:
     """Colour photos shipped with scikit-image, as (name, RGB image)."""
     try:
         from skimage import data
-    except ImportError:
-        return []
+    except ImportError:  # a dependency of fat-deploy: verification must never fall back to random inputs only
+        raise CalibrationError("scikit-image is missing (its sample photos verify every artifact): "
+                               "pip install scikit-image") from None
     photos = []
     for name in SAMPLE_PHOTOS[:limit]:
         try:
@@ -48,6 +49,8 @@ def sample_photos(limit: int | None = None) -> list[tuple[str, Image.Image]]:
 def folder_images(folder: str | Path, limit: int | None = None) -> list[tuple[str, Image.Image]]:
     """Every readable image in ``folder`` (sorted by name)."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CalibrationError(f"{folder} is a file; give a folder of images")
     if not folder.is_dir():
         raise CalibrationError(f"image folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -55,15 +58,18 @@ def folder_images(folder: str | Path, limit: int | None = None) -> list[tuple[st
         raise CalibrationError(
             f"no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    images = []
+    images, unreadable = [], []
     for path in files[:limit]:
         try:
             with Image.open(path) as image:
                 images.append((str(path), image.convert("RGB")))
-        except OSError:
-            continue  # an unreadable file is skipped; none readable is an error below
-    if not images:
-        raise CalibrationError(f"none of the {len(files)} images in {folder} could be read")
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            reason = ("not an image PIL can decode" if isinstance(error, UnidentifiedImageError)
+                      else getattr(error, "strerror", None) or type(error).__name__)
+            unreadable.append(f"{path.name} ({reason})")
+    if unreadable:  # never skipped silently: the user's data set is not what they think it is
+        shown = "; ".join(unreadable[:3]) + (f"; +{len(unreadable) - 3} more" if len(unreadable) > 3 else "")
+        raise CalibrationError(f"{len(unreadable)} of {len(files[:limit])} images in {folder} cannot be read: {shown}")
     return images
 
 
@@ -107,6 +113,15 @@ def batches(inputs: np.ndarray, batch: int) -> list[np.ndarray]:
 
 def unbatch(outputs: Sequence[np.ndarray], count: int) -> np.ndarray:
     return np.concatenate(list(outputs))[:count]
+
+
+DEFAULT_CALIBRATION_SIZE = 32
+
+
+def requested_size(options: dict[str, object]) -> int:
+    """--calibration-size, or the default when it was not given (0 and negatives are refused up front)."""
+    size = options.get("calibration_size")
+    return DEFAULT_CALIBRATION_SIZE if size is None else int(size)  # type: ignore[call-overload]
 
 
 CALIBRATION_PHOTOS = 4  # the first photos calibrate by default; the rest stay held out

@@ -39,13 +39,6 @@ ACTIVATION_MODES = ("w8a8",)
 MINIMUM_TARGET = {"int4-block": "iOS18", "w8a8": "iOS17"}
 DEFAULT_TARGET = "iOS16"
 INPUT_KINDS = ("image", "tensor")
-MIL_OPS_EXPECTED = {
-    "add", "cast", "classify", "const", "conv", "gelu", "layer_norm", "linear", "matmul", "mul",
-    "reduce_mean", "relu", "reshape", "silu", "softmax", "split", "transpose", "sub", "real_div",
-    "sigmoid", "slice_by_index", "concat", "squeeze", "expand_dims", "avg_pool", "pad",
-    "constexpr_affine_dequantize", "constexpr_lut_to_dense", "constexpr_blockwise_shift_scale",
-    "quantize", "dequantize",
-}
 
 
 class PixelNormalize(nn.Module):
@@ -69,6 +62,25 @@ def default_labels(num_classes: int) -> tuple[list[str], str]:
         info = ImageNetInfo()
         return [info.index_to_description(i) for i in range(1000)], "ImageNet-1k names (timm ImageNetInfo)"
     return [str(i) for i in range(num_classes)], "class indices"
+
+
+def deployment_target(request: ExportRequest) -> str:
+    """The minimum deployment target asked for, else the one the precision needs, else the default."""
+    return request.options.get("minimum_deployment_target") or MINIMUM_TARGET.get(request.precision) or DEFAULT_TARGET
+
+
+def ops_unavailable_on(op_types: set[str], target_name: str) -> list[str]:
+    """MIL ops of the program that are not core Core ML ops at ``target_name`` (it would not load there).
+
+    This is what the op check protects against: a program the target OS cannot run (an op from a newer
+    opset, or a converter dialect / custom op). Which core ops appear (``batch_norm`` for a per-channel
+    scale and shift, ``layer_norm``, ...) is the converter's choice and not a problem.
+    """
+    import coremltools as ct
+    from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
+
+    target = getattr(ct.target, target_name)
+    return sorted(op for op in op_types if target not in SSAOpRegistry.core_ops.get(op, {}))
 
 
 class CoreMLFormat(ExportFormat):
@@ -96,7 +108,7 @@ class CoreMLFormat(ExportFormat):
         import coremltools as ct
 
         needed = MINIMUM_TARGET.get(request.precision)
-        target_name = request.options.get("minimum_deployment_target") or needed or DEFAULT_TARGET
+        target_name = deployment_target(request)
         if target_name not in DEPLOYMENT_TARGETS:
             raise UnsupportedOptionError(
                 f"--minimum-deployment-target must be one of {', '.join(DEPLOYMENT_TARGETS)}"
@@ -159,10 +171,10 @@ class CoreMLFormat(ExportFormat):
             ModuleLinearQuantizerConfig,
         )
 
-        from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch
+        from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
 
         samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
-                                             int(request.options.get("calibration_size") or 32))
+                                             requested_size(request.options))
         # milestones = steps to (enable observers, enable fake quantization, disable observers, freeze BN):
         # observers from step 0 see float activations (plain post-training calibration), BN frozen from step 0
         config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
@@ -232,10 +244,23 @@ class CoreMLFormat(ExportFormat):
                 ops.extend(block.operations)
         return ops
 
+    @classmethod
+    def classifier_labels(cls, spec: Any) -> list[str] | None:
+        """The class names stored in the ML program's ``classify`` op, or None for a non-classifier."""
+        for op in cls._operations(spec):
+            if op.type == "classify":
+                values = op.inputs["classes"].arguments[0].value.immediateValue.list.values
+                return [value.immediateValue.tensor.strings.values[0] for value in values]
+        return None
+
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:
-        """Check what can be checked without macOS: I/O, op set, precision, metadata."""
+        """Check what can be checked without macOS: I/O, op set, precision, metadata, class names."""
         spec = self._load_spec(path)
         problems = []
+        if self.input_kind(request) == "image" and request.num_classes > 0:
+            expected = request.labels or default_labels(request.num_classes)[0]
+            if self.classifier_labels(spec) != expected:
+                problems.append("the classifier's class names differ from the labels asked for")
         if not spec.HasField("mlProgram"):
             problems.append("not an ML program")
         (source,) = spec.description.input
@@ -249,9 +274,9 @@ class CoreMLFormat(ExportFormat):
         outputs = [o.name for o in spec.description.output]
         if not outputs:
             problems.append("no outputs")
-        unknown = sorted({op.type for op in self._operations(spec)} - MIL_OPS_EXPECTED)
-        if unknown:
-            problems.append(f"unexpected MIL ops {unknown}")
+        target_name = deployment_target(request)
+        if unavailable := ops_unavailable_on({op.type for op in self._operations(spec)}, target_name):
+            problems.append(f"MIL ops {unavailable} are not Core ML ops on {target_name}: the model would not load there")
         cast_ops = sum(op.type == "cast" for op in self._operations(spec))
         if request.precision != "fp32" and cast_ops == 0:
             problems.append("fp16 compute requested but the program has no float16 casts")

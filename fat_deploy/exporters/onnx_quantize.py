@@ -1,7 +1,8 @@
 """onnxruntime quantization passes, each with an explicit name.
 
 * ``int8-dynamic``: MatMul/Gemm weights int8, activations quantized at run time (convolutions
-  stay float: dynamic ConvInteger is several times slower on x86, see toolchain.md §4).
+  stay float: dynamic ConvInteger was measured several times slower than float Conv on x86 with
+  onnxruntime 1.32; see docs/DESIGN.md).
 * ``int8-static``: QDQ, per-channel int8 weights, uint8 activations (signed activations are
   slower on x86), calibrated on real images with MinMax, Entropy or Percentile.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch
+from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
 from fat_deploy.exporters.cost import onnx_latency
 from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, explain_onnx, report
 from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
@@ -44,7 +45,12 @@ def _excluded_nodes(model_path: Path, patterns: list[str]) -> list[str]:
     import onnx
 
     nodes = onnx.load(str(model_path)).graph.node
-    matched = [node for node in nodes if any(fnmatch.fnmatch(node.name, p) or p in node.name for p in patterns)]
+    matches = lambda node, pattern: fnmatch.fnmatch(node.name, pattern) or pattern in node.name  # noqa: E731
+    if unmatched := [p for p in patterns if not any(matches(node, p) for node in nodes)]:
+        raise UnsupportedOptionError(
+            f"--keep-float {' '.join(unmatched)} matches no node of the ONNX graph (names are module paths such as "
+            f"{nodes[0].name!r}; --explain lists them)")
+    matched = [node for node in nodes if any(matches(node, p) for p in patterns)]
     # quantize_dynamic first splits a Gemm into MatMul + Add named "<gemm>_MatMul": exclude that name too.
     return [name for node in matched for name in (node.name, *([f"{node.name}_MatMul"] if node.op_type == "Gemm" else []))]
 
@@ -74,7 +80,7 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
             details["scheme"] = "dynamic: MatMul/Gemm int8 weights, activations quantized at run time; Conv float"
         else:
             calibration, sources = calibration_batch(
-                request.spec, request.img_size, options.get("calibration"), int(options.get("calibration_size") or 32)
+                request.spec, request.img_size, options.get("calibration"), requested_size(options)
             )
             if len(set(sources)) < MIN_CALIBRATION_IMAGES:
                 details["warning"] = (f"only {len(set(sources))} distinct calibration images; "

@@ -73,7 +73,7 @@ class ExportFormat(ABC):
         return None
 
     def artifact_name(self, model_name: str, precision: str, options: dict[str, Any]) -> str:
-        """``<model>_<format>_<precision><suffix>`` (see DESIGN.md)."""
+        """``<model>_<format>_<precision><suffix>`` (see docs/DESIGN.md)."""
         return f"{model_name}_{self.name}_{precision}{self.suffix}"
 
     @abstractmethod

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fat_deploy.exporters.calibration import batches, unbatch
-from fat_deploy.exporters.registry import ExportFormat, ExportRequest, register_format
+from fat_deploy.exporters.registry import ExportFormat, ExportRequest, UnsupportedOptionError, register_format
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # quiet the converter's native INFO lines
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -33,6 +33,20 @@ def non_builtin_ops(ops: dict[str, int]) -> list[str]:
 def pattern_regex(pattern: str) -> str:
     """A --keep-float pattern (substring, ``*`` wildcards) as the regex ai-edge-quantizer matches op names with."""
     return ".*" + ".*".join(re.escape(part) for part in pattern.split("*")) + ".*"
+
+
+def check_keep_float_matches(path: Path, patterns: list[str]) -> None:
+    """Refuse --keep-float patterns that match no tensor of the float graph (they would be silently ignored)."""
+    if not patterns:
+        return
+    from ai_edge_litert.interpreter import Interpreter
+
+    names = [detail["name"] for detail in Interpreter(str(path)).get_tensor_details()]
+    if unmatched := [p for p in patterns if not any(re.fullmatch(pattern_regex(p), name) for name in names)]:
+        example = next((name for name in names if ";" not in name and "/" in name), names[-1] if names else "")
+        raise UnsupportedOptionError(
+            f"--keep-float {' '.join(unmatched)} matches no tensor of the TFLite graph (names such as {example!r}; "
+            "--explain lists them)")
 
 
 def to_input_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -109,6 +123,7 @@ class TFLiteFormat(ExportFormat):
                                                       algorithm_key=AlgorithmName.NO_QUANTIZE)
             elif request.precision == "int8-static":
                 details["scheme"] = "static W8A8 with int8 input/output tensors (--int8-io)"
+            check_keep_float_matches(path, request.options.get("keep_float") or [])
             for pattern in request.options.get("keep_float") or []:
                 engine.update_quantization_recipe(regex=pattern_regex(pattern),
                                                   operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
@@ -117,10 +132,10 @@ class TFLiteFormat(ExportFormat):
                 details["kept_float_patterns"] = list(request.options["keep_float"])
         calibration_result, sources = None, []
         if request.precision == "int8-static":
-            from fat_deploy.exporters.calibration import calibration_batch
+            from fat_deploy.exporters.calibration import calibration_batch, requested_size
 
             samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
-                                                 int(request.options.get("calibration_size") or 32))
+                                                 requested_size(request.options))
             if request.nhwc:
                 samples = samples.transpose(0, 2, 3, 1)
             signature, input_name = "serving_default", "args_0"

@@ -6,10 +6,14 @@ first invocation are timed separately and reported as init and first-run.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,12 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.environment import host_info, package_version
+from fat_deploy.environment import host_info, package_version, tool_versions
 from fat_deploy.errors import FatDeployError
-from fat_deploy.exporters.manifest import sha256_of
-from fat_deploy.latency.backends import BackendError, LoadRequest, get_backend
+from fat_deploy.exporters.manifest import manifest_path_for, sha256_of
+from fat_deploy.latency.backends import BackendError, LoadRequest, check_device, get_backend
 from fat_deploy.latency.stats import summarize
 from fat_deploy.models.registry import create_model, get_spec
+from fat_deploy.validation import require_img_size, require_int, require_number, require_path, require_str
+
+log = logging.getLogger("fat_deploy")
 
 TIMED = "model invocation only, on an input prepared before timing"
 RECORD_VERSION = 1
@@ -41,6 +48,7 @@ class Measurement:
     threads: int
     status: str  # "ok" | "unavailable" | "error"
     reason: str | None = None
+    note: str | None = None  # caveat on an "ok" record (e.g. an artifact whose identity could not be checked)
     stats: dict[str, float] | None = None
     init_ms: float | None = None
     first_run_ms: float | None = None
@@ -110,32 +118,94 @@ def time_runner(runner: Any, prepared: Any, warmup: int, runs: int, min_seconds:
     return first_ms, samples
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
 def check_settings(threads: int, batch: int, warmup: int, runs: int, min_seconds: float) -> None:
-    if threads < 1:
-        raise BackendError(f"--threads must be at least 1, got {threads}")
-    if batch < 1:
-        raise BackendError(f"--batch must be at least 1, got {batch}")
-    if warmup < 0 or runs < 1 or min_seconds < 0:
-        raise BackendError("--warmup must be >= 0, --runs >= 1 and --min-seconds >= 0")
+    """Types and ranges of the timing settings; more threads than cores is refused (it times contention)."""
+    require_int("--threads", threads, minimum=1)
+    require_int("--batch", batch, minimum=1)
+    require_int("--warmup", warmup, minimum=0)
+    require_int("--runs", runs, minimum=1)
+    require_number("--min-seconds", min_seconds, minimum=0)
+    if threads > (cores := available_cores()):
+        raise BackendError(f"--threads {threads} is more than the {cores} CPU core(s) available here: "
+                           "the timings would measure contention, not the model")
 
 
 def artifact_for(model_name: str, fmt: str, precision: str, img_size: tuple[int, int], batch: int,
                  checkpoint: str | Path | None, cache_dir: Path) -> Path:
-    """Export (and verify) the artifact the backend runs, reusing an earlier one from the cache."""
-    from fat_deploy.exporters import export
+    """Export (and verify) the artifact the backend runs, reusing an earlier one from the cache.
 
-    folder = cache_dir / f"{img_size[0]}x{img_size[1]}_b{batch}" / (
-        sha256_of(Path(checkpoint))[:12] if checkpoint else "random-init")
+    The cache is keyed by what produced the file (fat-deploy's code and the converters' versions), and a
+    cached file is used only while its sha256 still matches its manifest; otherwise it is exported again.
+    """
+    from fat_deploy.exporters import export
+    from fat_deploy.exporters.placement import PlacementError
     from fat_deploy.exporters.registry import get_format
 
+    folder = cache_dir / producer_key() / f"{img_size[0]}x{img_size[1]}_b{batch}" / (
+        sha256_of(Path(checkpoint))[:12] if checkpoint else "random-init")
     target = folder / get_format(fmt).artifact_name(model_name, precision, {})
-    if target.exists():
+    if cached_artifact_problem(target, model_name, fmt, precision) is None:
         return target
-    artifact = export(model_name, fmt, precision, folder, checkpoint=checkpoint, img_size=img_size, batch=batch,
-                      force=True)
+    try:
+        artifact = export(model_name, fmt, precision, folder, checkpoint=checkpoint, img_size=img_size, batch=batch,
+                          force=True)
+    except PlacementError:  # another run put the same artifact in place meanwhile: use it if it checks out
+        if cached_artifact_problem(target, model_name, fmt, precision) is None:
+            return target
+        raise
     if artifact.path is None:
         raise FatDeployError(f"could not export {model_name} to {fmt} {precision}: {artifact.error}")
     return artifact.path
+
+
+@cache
+def producer_key() -> str:
+    """Short digest of fat-deploy's own code and the tool versions: a new converter or code, a new cache entry."""
+    import fat_deploy
+
+    digest = hashlib.sha256(json.dumps(tool_versions(), sort_keys=True).encode())
+    package = Path(fat_deploy.__file__).parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_artifact_problem(path: Path, model: str, fmt: str, precision: str) -> str | None:
+    """Why a cached artifact cannot be used as is (missing, no manifest, changed since export), or None."""
+    problem = artifact_manifest_problem(path, {"model": model, "format": fmt, "precision": precision})
+    return "no manifest" if problem is None and not manifest_path_for(path).exists() else problem
+
+
+def artifact_manifest_problem(path: Path, expected: dict[str, Any]) -> str | None:
+    """Whether ``path`` is the artifact its manifest describes, with the ``expected`` manifest fields.
+
+    None when it is, or when there is no manifest to check against (the caller decides what that means).
+    """
+    if not os.path.lexists(path):
+        return f"{path} does not exist"
+    manifest_path = manifest_path_for(path)
+    if not manifest_path.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        recorded = manifest["file"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its manifest {manifest_path} is unreadable"
+    if sha256_of(path) != recorded:
+        return f"{path} is not the file its manifest {manifest_path.name} describes (sha256 differs)"
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            return f"{path} was exported with {key} {manifest.get(key)!r}, not {value!r} (per {manifest_path.name})"
+    return None  # input shapes are checked by the backend when it loads the file
 
 
 def measure(
@@ -158,6 +228,14 @@ def measure(
     seed: int = 0,
 ) -> Measurement:
     """Time one model on one backend. Unavailable backends return a record with the reason."""
+    require_str("model", model)
+    require_str("backend", backend)
+    require_str("precision", precision)
+    require_img_size(img_size)
+    require_path("checkpoint", checkpoint, optional=True)
+    require_path("artifact", artifact, optional=True)
+    require_path("cache_dir", cache_dir, optional=True)
+    check_device(device)
     check_settings(threads, batch, warmup, runs, min_seconds)
     from fat_deploy.exporters.api import resolve_img_size
 
@@ -178,6 +256,13 @@ def measure(
             raise BackendError(f"artifact not found: {artifact_path}")
         if runtime.artifact_format is None:
             raise BackendError(f"the {runtime.name} backend times a model, not an artifact file; drop --artifact")
+        expected = {"model": spec.name, "format": runtime.artifact_format, "precision": precision}
+        if problem := artifact_manifest_problem(artifact_path, expected):
+            raise BackendError(f"--artifact: {problem}")
+        if not manifest_path_for(artifact_path).exists():
+            record.note = (f"artifact identity unchecked: no manifest {manifest_path_for(artifact_path).name} "
+                             f"beside it, so it is recorded as {spec.name} {precision} on the user's word")
+            log.warning("%s", record.note)
     elif runtime.artifact_format is None:
         from fat_deploy.models.deploy import to_deploy
 

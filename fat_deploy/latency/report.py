@@ -15,6 +15,7 @@ from fat_deploy.errors import FatDeployError
 
 COLUMNS = ("model", "backend", "device", "precision", "batch", "input", "threads", "median ms", "p90 ms",
            "min ms", "std ms", "img/s", "init ms", "first ms", "peak RSS MB", "host", "status")
+STATUSES = ("ok", "unavailable", "error")
 REQUIRED_FIELDS = ("model", "backend", "device", "precision", "batch", "img_size", "threads", "status",
                    "stats", "environment", "timed", "created")
 
@@ -44,8 +45,51 @@ def read_jsonl(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             missing = [k for k in REQUIRED_FIELDS if k not in record] if isinstance(record, dict) else ["all"]
             if missing:
                 raise FatDeployError(f"{path}:{number}: not a fat-latency record (missing {', '.join(missing)})")
+            if problem := record_problem(record):
+                raise FatDeployError(f"{path}:{number}: not a valid fat-latency record: {problem}")
             records.append(record)
+    if not records:
+        raise FatDeployError(f"no fat-latency records in {', '.join(map(str, paths))}")
     return records
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """The first field whose type or value a table cannot use, or None."""
+    for key in ("model", "backend", "device", "precision", "status", "timed", "created"):
+        if not isinstance(record[key], str):
+            return f"{key} must be a string, got {record[key]!r}"
+    if record["status"] not in STATUSES:
+        return f"status must be one of {', '.join(STATUSES)}, got {record['status']!r}"
+    for key in ("batch", "threads"):
+        if not _is_count(record[key]):
+            return f"{key} must be a positive integer, got {record[key]!r}"
+    size = record["img_size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_count(v) for v in size)):
+        return f"img_size must be [height, width] in pixels, got {size!r}"
+    if not isinstance(record["environment"], dict):
+        return f"environment must be an object, got {type(record['environment']).__name__}"
+    stats = record["stats"]
+    if record["status"] == "ok" and not isinstance(stats, dict):
+        return f"stats must be an object on an ok record, got {stats!r}"
+    if stats is not None and not isinstance(stats, dict):
+        return f"stats must be an object or null, got {stats!r}"
+    for key, value in (stats or {}).items():
+        if not _is_number(value):
+            return f"stats.{key} must be a number, got {value!r}"
+    if record["status"] == "ok" and "median_ms" not in stats:
+        return "stats.median_ms is missing"
+    for key in ("init_ms", "first_run_ms", "peak_rss_mb", "peak_device_mb"):
+        if record.get(key) is not None and not _is_number(record[key]):
+            return f"{key} must be a number or null, got {record[key]!r}"
+    return None
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -74,10 +118,19 @@ def environment_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for r in records:
         env = r.get("environment") or {}
-        keys = ("cpu", "cores", "os", "python", "torch", "onnxruntime", "ai-edge-litert", "coremltools", "gpu",
-                "gpu_driver", "cuda")
-        seen["; ".join(f"{k} {env[k]}" for k in keys if k in env)] = None
+        keys = ("cpu", "cpu_id", "cpu_isa", "cores", "os", "python", "torch", "onnxruntime", "ai-edge-litert",
+                "coremltools", "gpu", "gpu_driver", "cuda")
+        env = {**env, "cpu_id": _cpu_id(env), "cpu_isa": " ".join(env.get("cpu_isa") or []) or None}
+        seen["; ".join(f"{k} {env[k]}" for k in keys if env.get(k) is not None)] = None
     return list(seen)
+
+
+def _cpu_id(env: dict[str, Any]) -> str | None:
+    """``AuthenticAMD family 25 model 17 stepping 1``, from the record's CPU identity (None in old records)."""
+    parts = [(label, env.get(key)) for label, key in (("", "cpu_vendor"), ("family", "cpu_family"),
+                                                      ("model", "cpu_model_number"), ("stepping", "cpu_stepping"))]
+    text = " ".join(f"{label} {value}".strip() for label, value in parts if value is not None)
+    return text or None
 
 
 def rich_table(records: list[dict[str, Any]], title: str) -> Table:

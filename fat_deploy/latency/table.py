@@ -25,7 +25,7 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.paper import efficiency_table_order, paper_rows
 
 REFERENCE_MODEL = "FAT-B0"
-THROUGHPUT_BATCH = 128  # the FAT repo's --throughput routine (fat_arch.md §5): batch 128, AMP, 50 + 30 runs
+THROUGHPUT_BATCH = 128  # the FAT repo's --throughput routine (github.com/qhfan/FAT, ``classification/main.py``): batch 128, AMP, 50 + 30 runs
 TOP1_NOTE = "top-1 is the paper's (no ImageNet evaluation here)"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import _compat_pickle
 import pickle
 import types
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -99,6 +100,12 @@ def _restricted_pickle_module() -> types.ModuleType:
 
 
 def _torch_load(path: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's warnings about weights_only are not the user's concern here
+        return _torch_load_quietly(path)
+
+
+def _torch_load_quietly(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as weights_only_error:
@@ -140,10 +147,19 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(f"{error}: {path}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             TypeError, AttributeError, KeyError, IndexError, OSError) as error:
-        detail = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        detail = _first_sentence(str(error)) or type(error).__name__
         raise CheckpointError(
             f"not a readable PyTorch checkpoint (truncated or corrupt?): {path} ({detail})"
         ) from None
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence of an error, shortened at a word boundary (with an ellipsis) when still too long."""
+    line = text.strip().splitlines()[0].strip() if text.strip() else ""
+    line = line.split(". ", 1)[0].rstrip(".")
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
 
 
 def _is_tensor_mapping(obj: Any) -> bool:
@@ -222,6 +238,12 @@ def apply_state_dict(model: nn.Module, state_dict: StateDict, model_name: str, s
         for k, v in expected.items()
         if k in state_dict and state_dict[k].shape != v.shape
     ]
+    not_floating = [f"{k} ({str(state_dict[k].dtype).removeprefix('torch.')})" for k, v in expected.items()
+                    if k in state_dict and v.is_floating_point() and not state_dict[k].is_floating_point()]
+    if not_floating:
+        raise CheckpointError(
+            f"checkpoint {source} holds non-floating weights for {len(not_floating)} floating parameters "
+            f"({_listing(not_floating)}); converting them would change the model silently")
     if missing or unexpected or mismatched:
         from fat_deploy.models.registry import get_spec
 
@@ -243,3 +265,7 @@ def apply_state_dict(model: nn.Module, state_dict: StateDict, model_name: str, s
             f"checkpoint {source} does not fit {model_name}: {'; '.join(parts)}{hint}"
         )
     model.load_state_dict(state_dict, strict=True)
+    upcast = sorted({str(v.dtype).removeprefix("torch.") for k, v in state_dict.items()
+                     if v.is_floating_point() and v.dtype != expected[k].dtype})
+    # Recorded on the model for the manifest: fp16/bf16 weights are upcast (exactly) to float32.
+    model.checkpoint_notes = {"upcast_from": upcast, "upcast_to": "float32"} if upcast else {}

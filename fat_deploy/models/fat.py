@@ -1,7 +1,7 @@
 """The FAT family (Fully Adaptive Transformer, Fan et al., NeurIPS 2023).
 
 Computes exactly what the official ``qhfan/FAT`` classification model computes (see
-``shared/reference/fat_arch.md`` §2), with the same parameter names so that an official
+github.com/qhfan/FAT, ``classification/models``; paper arXiv:2306.00396), with the same parameter names so that an official
 checkpoint loads with strict key matching. NCHW throughout; works at any input size.
 """
 

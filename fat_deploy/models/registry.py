@@ -77,11 +77,25 @@ def get_spec(name: str) -> ModelSpec:
     key = name.strip().lower().replace("-", "_")
     if key in _REGISTRY:
         return _REGISTRY[key]
-    close = difflib.get_close_matches(key, _REGISTRY, n=3, cutoff=0.5)
+    close = close_matches(key, list(_REGISTRY))
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UnknownModelError(
         f"unknown model {name!r}: {hint}known models: {', '.join(_REGISTRY)}"
     )
+
+
+_LOOKALIKES = str.maketrans({"o": "0", "l": "1", "i": "1"})
+
+
+def close_matches(key: str, names: list[str], limit: int = 3) -> list[str]:
+    """Names closest to ``key``: typed look-alikes first (``fat_bo`` -> ``fat_b0``), ties in registry order."""
+    folded = key.translate(_LOOKALIKES)
+    scored = []
+    for index, name in enumerate(names):
+        score = 2.0 if name.translate(_LOOKALIKES) == folded else difflib.SequenceMatcher(None, key, name).ratio()
+        if score >= 0.5:
+            scored.append((-score, index, name))
+    return [name for _, _, name in sorted(scored)[:limit]]
 
 
 def output_classes(model: nn.Module) -> int:

@@ -11,10 +11,20 @@ from fat_deploy.latency.backends.torch_backend import TorchBackend
 BACKENDS: dict[str, Backend] = {b.name: b for b in (TorchBackend(), OnnxRuntimeBackend(), TFLiteBackend(), CoreMLBackend())}
 
 
+KNOWN_DEVICES: tuple[str, ...] = tuple(dict.fromkeys(d for backend in BACKENDS.values() for d in backend.devices))
+
+
+def check_device(device: str) -> str:
+    """An unknown device is an error; a known one that a backend lacks stays a row with its reason."""
+    if not isinstance(device, str) or device not in KNOWN_DEVICES:
+        raise BackendError(f"unknown device {device!r}: choose from {', '.join(KNOWN_DEVICES)}")
+    return device
+
+
 def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}: choose from {', '.join(BACKENDS)}")
     return BACKENDS[name]
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "LoadRequest", "Runner", "get_backend"]
+__all__ = ["BACKENDS", "KNOWN_DEVICES", "check_device", "Backend", "BackendError", "LoadRequest", "Runner", "get_backend"]

@@ -1,4 +1,5 @@
-"""EdgeViT-XXS / XS (Pan et al., ECCV 2022), written from the specification in shared/reference/baselines.md §2.1.
+"""EdgeViT-XXS / XS (Pan et al., ECCV 2022, arXiv:2205.03436),
+written from the official code (github.com/saic-fi/edgevit, ``src/edgevit.py``) and the paper.
 
 Module names follow the official code (saic-fi/edgevit) so its state_dict layout carries over. The official repo
 releases no weights. The input size is fixed (224 by default): the sparse attention's local propagation is a

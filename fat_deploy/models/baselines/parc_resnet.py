@@ -1,4 +1,5 @@
-"""ParC-ResNet50 (Zhang et al., ECCV 2022), from the specification in shared/reference/baselines.md §2.3.
+"""ParC-ResNet50 (Zhang et al., ECCV 2022, arXiv:2203.03952),
+from the official code (github.com/hkzhang91/ParC-Net, ``ParC_ConvNets/ParC_resnet50.py``).
 
 torchvision's ResNet-50 with the 3x3 convolution of the last three layer3 blocks and the last layer4 block
 replaced by a ParC block (global circular convolutions, kernel = feature size: 14 and 7 at 224). The learned

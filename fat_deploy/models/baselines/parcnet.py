@@ -1,4 +1,5 @@
-"""ParC-Net-S (Zhang et al., ECCV 2022; repo "EdgeFormer"), from the specification in baselines.md §2.2.
+"""ParC-Net-S (Zhang et al., ECCV 2022; repo "EdgeFormer", arXiv:2203.03952),
+from the official code (github.com/hkzhang91/ParC-Net, ``cvnets/models/classification/edgeformer.py``, ``scale_s``).
 
 MobileNetV2 stages, then three "outer frame" stages of gcc_ca_mf blocks: channel halves mixed by position-aware
 circular convolutions (vertical-then-horizontal and horizontal-then-vertical) whose kernels are bilinearly resized

@@ -1,4 +1,6 @@
-"""tiny-MOAT-0 / -2 (Yang et al., ICLR 2023), written from the specification in shared/reference/baselines.md §2.4.
+"""tiny-MOAT-0 / -2 (Yang et al., ICLR 2023, arXiv:2210.01820),
+written from the official configs (github.com/google-research/deeplab2, ``model/encoder/moat.py``:
+``tiny_moat0_config``, ``tiny_moat2_config``).
 
 The official model is TF2/Keras (google-research/deeplab2); its public checkpoints are TF files trained at 256,
 so here the weights are random unless a user supplies a PyTorch state_dict in this module's layout. Classification
