@@ -177,6 +177,10 @@ def test_coreml_image_classifier_spec(tmp_path: Path) -> None:
     from fat_deploy.exporters.coreml import CoreMLFormat
 
     assert CoreMLFormat.classifier_labels(spec) == [f"class_{i}" for i in range(1000)]
+    meta = spec.description.metadata  # what Xcode shows
+    assert meta.author == "fat-deploy" and meta.versionString.startswith("fat-deploy ") and meta.license
+    assert "96x96 px" in source.shortDescription
+    assert all(o.shortDescription for o in spec.description.output)
     assert spec.description.predictedFeatureName == "classLabel"
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     assert manifest["labels"]["source"] == str(labels)
@@ -233,3 +237,22 @@ def test_checkpoint_is_recorded(tmp_path: Path, fat_b0: torch.nn.Module) -> None
     assert artifact.status == "passed", artifact.error
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     assert manifest["checkpoint"]["sha256"] == sha256_of(checkpoint)
+
+
+@pytest.mark.parametrize("size", [224, 128, 96])
+def test_manifest_resize_contract_is_what_preprocessing_does(size: int) -> None:
+    # An app following the manifest (resize the shorter side, centre-crop, normalise) gets the same tensor.
+    from PIL import Image
+
+    from fat_deploy.exporters.calibration import preprocess, resize_contract
+    from fat_deploy.models import get_spec
+
+    spec = get_spec("fat_b0")
+    photo = Image.fromarray(np.random.default_rng(size).integers(0, 255, (300, 500, 3), dtype=np.uint8))
+    shorter = resize_contract(spec, (size, size))["resize_shorter_side"]
+    assert shorter == int(size / 0.875)  # timm's eval resize: floor(size / crop_pct)
+    resized = photo.resize((int(500 * shorter / 300), shorter), Image.Resampling.BICUBIC)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    app = np.asarray(resized.crop((left, top, left + size, top + size)), np.float32) / 255.0
+    app = ((app - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)).transpose(2, 0, 1)
+    np.testing.assert_allclose(preprocess(photo, spec, (size, size)), app, atol=1e-6)

@@ -129,3 +129,29 @@ def test_artifact_that_does_not_match(onnx_64: Path) -> None:
         measure("fat_b0", "onnxruntime", img_size=64, batch=4, artifact=onnx_64, runs=1)
     with pytest.raises(BackendError, match="times a model, not an artifact"):
         measure("fat_b0", "torch", artifact=onnx_64)
+
+
+def test_per_op_profile_from_onnxruntime_and_torch(onnx_64: Path) -> None:
+    record = measure("fat_b0", "onnxruntime", img_size=64, runs=2, warmup=0, artifact=onnx_64, profile_runs=3)
+    profile = record.op_profile
+    assert profile is not None and profile["runs"] == 3 and profile["source"] == "onnxruntime profiler"
+    by_type = {row["op_type"]: row for row in profile["by_op_type"]}
+    assert "Conv" in by_type and by_type["Conv"]["count_per_run"] >= 20 and by_type["Conv"]["ms_per_run"] > 0
+    assert sum(row["share"] for row in profile["by_op_type"]) == pytest.approx(1.0, abs=0.01)
+    assert sum(row["ms_per_run"] for row in profile["by_op_type"]) == pytest.approx(profile["total_ms_per_run"], rel=0.01)
+    assert profile["top_ops"][0]["ms_per_run"] >= profile["top_ops"][-1]["ms_per_run"]
+    eager = measure("fat_b0", "torch", img_size=64, runs=2, warmup=0, profile_runs=2).op_profile
+    assert eager is not None and any("conv" in row["op_type"] for row in eager["by_op_type"])
+    assert record.stats is not None  # timing happened before, and apart from, profiling
+
+
+def test_runtimes_without_a_profiler_say_why() -> None:
+    from fat_deploy.latency.backends.base import ProfileUnavailable
+    from fat_deploy.latency.backends.tflite_backend import TFLiteRunner
+
+    with pytest.raises(ProfileUnavailable, match="benchmark_model"):
+        TFLiteRunner.op_times(None, None, 1)  # type: ignore[arg-type]
+
+
+def test_profile_is_refused_where_nothing_is_measured(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert "run it without --table" in _error(capsys, "--table", "--profile")

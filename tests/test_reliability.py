@@ -446,6 +446,7 @@ def test_labels_are_recorded_for_every_format(tmp_path: Path) -> None:
     artifact = export("fat_b0", "onnx", out=tmp_path, img_size=64, labels=labels)
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     assert manifest["labels"]["names"] == labels and manifest["labels"]["count"] == 1000
+    assert manifest["preprocessing"]["resize_shorter_side"] == 73  # floor(64 / 0.875), not a full-photo crop
 
 
 # ------------------------------------------------------------ 15. messages
@@ -487,12 +488,13 @@ def test_no_torch_warning_before_a_pickle_refusal(tmp_path: Path) -> None:
 def test_converters_are_quiet_unless_verbose(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "fat_deploy.cli.export", "--model", "fat_b0", "--format", "coreml",
                "--img-size", "64", "--out", str(tmp_path / "quiet")]
-    quiet_run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    quiet_run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert quiet_run.returncode == 0, quiet_run.stderr
     lines = [line.strip() for line in quiet_run.stderr.splitlines() if line.strip()]
     assert lines and all(line.startswith("fat_b0 → coreml") for line in lines), lines  # our progress only
     assert "exported-not-verified" in quiet_run.stdout  # the summary
     verbose_run = subprocess.run([*command[:-1], str(tmp_path / "verbose"), "--verbose"], capture_output=True,
-                                 text=True, timeout=600)
+                                 text=True, timeout=600, env=env)
     assert verbose_run.returncode == 0
     assert "Running MIL" in verbose_run.stderr  # coremltools' own progress, shown on request

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", action="store_true",
                         help="regenerate the paper's efficiency table: every row at its paper input size, batch 1, "
                              "beside the paper's numbers (--backend lists the CPU runtimes, one column each)")
+    parser.add_argument("--profile", nargs="?", type=int, const=20, default=0, metavar="RUNS",
+                        help="after timing, a per-op profile from the runtime's own profiler over RUNS runs "
+                             "(default 20): onnxruntime (session profiling) and torch (torch.profiler); other "
+                             "runtimes say why they have none")
     parser.add_argument("--verbose", action="store_true", help="also show converters' and runtimes' own output")
     parser.add_argument("--plot", nargs="+", metavar="PATH", help="with --table: latency-vs-top-1 plot (.png/.svg)")
     return parser
@@ -100,12 +105,33 @@ def _progress(err: Console) -> Progress:
                     TimeElapsedColumn(), console=err)
 
 
+def op_profile_tables(record: dict) -> list:  # type: ignore[type-arg]
+    """The per-op profile of one record as two tables (by op type, slowest ops), or the reason it has none."""
+    profile, label = record["op_profile"], f"{record['model']} on {record['backend']} ({record['device']})"
+    if "unavailable" in profile:
+        return [f"per-op profile, {label}: none: {profile['unavailable']}"]
+    by_type = Table(title=f"per-op profile, {label}: {profile['total_ms_per_run']:.2f} ms of ops per run "
+                          f"({profile['source']}, {profile['runs']} runs, after timing)")
+    for column in ("op type", "ms/run", "share", "ops/run"):
+        by_type.add_column(column, justify="left" if column == "op type" else "right")
+    for row in profile["by_op_type"]:
+        by_type.add_row(row["op_type"], f"{row['ms_per_run']:.3f}", f"{row['share']:.1%}", f"{row['count_per_run']:g}")
+    slowest = Table(title=f"slowest ops, {label}")
+    for column in ("op", "type", "ms/run", "share"):
+        slowest.add_column(column, justify="right" if column in ("ms/run", "share") else "left")
+    for row in profile["top_ops"]:
+        slowest.add_row(row["name"], row["op_type"], f"{row['ms_per_run']:.3f}", f"{row['share']:.1%}")
+    return [by_type, slowest]
+
+
 def _table_main(args: argparse.Namespace, console: Console) -> int:
     from fat_deploy.latency import table as paper_table
 
     if args.artifact or args.img_size or args.batch or args.throughput or args.precision != "fp32":
         raise FatDeployError("--table measures every row at its paper input size, batch 1, fp32 (and fp16 "
                              "throughput on CUDA); drop --artifact/--img-size/--batch/--throughput/--precision")
+    if args.profile:
+        raise FatDeployError("--profile profiles single measurements; run it without --table")
     if args.checkpoint:
         raise FatDeployError("--table times every model with random weights (latency does not depend on them); "
                              "drop --checkpoint")
@@ -180,6 +206,8 @@ def _measure_all(args: argparse.Namespace) -> int:
     if args.plot:
         raise FatDeployError("--plot draws the paper table: use it with --table")
     args.model = args.model or list(DEFAULT_MODELS)
+    if args.merge and args.profile:
+        raise FatDeployError("--merge only rebuilds tables from stored records; --profile needs a measurement")
     if args.merge:
         records = read_jsonl(args.merge)
         console.print(rich_table(records, f"fat-latency: {len(records)} merged measurements"))
@@ -211,6 +239,7 @@ def _measure_all(args: argparse.Namespace) -> int:
                     precision=args.precision, checkpoint=args.checkpoint, artifact=args.artifact,
                     warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds,
                     deploy=not args.no_deploy, channels_last=args.channels_last, cache_dir=args.cache_dir,
+                    profile_runs=args.profile,
                 ))
                 progress.advance(task)
     records = [r.as_dict() for r in results]
@@ -218,6 +247,10 @@ def _measure_all(args: argparse.Namespace) -> int:
     for line in environment_lines(records):
         console.print(f"environment: {line}")
     console.print(f"timed: {TIMED}; init = session/interpreter creation; first = first invocation")
+    for record in records:
+        if record.get("op_profile"):
+            for line in op_profile_tables(record):
+                console.print(line)
     if args.json:
         _append(args.json, records)
     _write_outputs(args, records)

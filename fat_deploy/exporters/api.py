@@ -19,7 +19,12 @@ import torch.nn as nn
 
 from fat_deploy.environment import host_info, native_stdout_to_stderr, tool_versions
 from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
-from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, held_out_inputs, verification_inputs
+from fat_deploy.exporters.calibration import (
+    MIN_CALIBRATION_IMAGES,
+    held_out_inputs,
+    resize_contract,
+    verification_inputs,
+)
 from fat_deploy.exporters.manifest import MANIFEST_SCHEMA_VERSION, manifest_path_for, sha256_of, size_of
 from fat_deploy.exporters.placement import check_targets, place_pair, prepare_output_dir, staging_folder
 from fat_deploy.exporters.registry import (
@@ -429,7 +434,7 @@ def _manifest(
         "input": io["input"],
         "output": io["output"],
         "preprocessing": {
-            "resize_shorter_side": spec.eval_resize if request.img_size[0] == request.img_size[1] == spec.input_size else None,
+            **resize_contract(spec, request.img_size),
             "center_crop": list(request.img_size), "interpolation": spec.interpolation,
             "value_range": "RGB / 255 -> [0, 1]", "mean": list(spec.mean), "std": list(spec.std),
         },

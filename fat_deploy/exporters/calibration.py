@@ -7,6 +7,7 @@ download). Preprocessing follows the model spec: resize so the centre crop cover
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,15 +74,39 @@ def folder_images(folder: str | Path, limit: int | None = None) -> list[tuple[st
     return images
 
 
-def preprocess(image: Image.Image, spec: ModelSpec, size: tuple[int, int]) -> np.ndarray:
-    """One RGB image -> float32 CHW tensor, as the model was evaluated."""
+def resize_contract(spec: ModelSpec, size: tuple[int, int]) -> dict[str, object]:
+    """The resize that :func:`preprocess` applies before its centre crop, for any input size (manifest)."""
     height, width = size
     crop_fraction = spec.input_size / spec.eval_resize
-    scale = max(height / crop_fraction / image.height, width / crop_fraction / image.width)
+    contract: dict[str, object] = {"crop_fraction": round(crop_fraction, 6)}
+    if height == width:  # timm's eval transform: Resize(floor(size / crop_pct)) then CenterCrop(size)
+        shorter = max(height, math.floor(height / crop_fraction))
+        contract["resize_shorter_side"] = shorter
+        contract["resize"] = (f"resize the shorter side to {shorter} px (the longer side by the same factor, "
+                              f"truncated to whole pixels), then centre-crop {height} x {width}")
+    else:
+        contract["resize"] = (f"scale the image, keeping its aspect ratio, to the smallest size that covers "
+                              f"{height / crop_fraction:.1f} x {width / crop_fraction:.1f} (H x W) px, then "
+                              f"centre-crop {height} x {width}")
+    return contract
+
+
+def preprocess(image: Image.Image, spec: ModelSpec, size: tuple[int, int]) -> np.ndarray:
+    """One RGB image -> float32 CHW tensor, as the model was evaluated (see :func:`resize_contract`)."""
+    height, width = size
+    contract = resize_contract(spec, size)
+    if "resize_shorter_side" in contract:
+        shorter = int(contract["resize_shorter_side"])  # type: ignore[call-overload]
+        if image.width <= image.height:
+            new_size = (shorter, int(shorter * image.height / image.width))
+        else:
+            new_size = (int(shorter * image.width / image.height), shorter)
+    else:
+        crop_fraction = spec.input_size / spec.eval_resize
+        scale = max(height / crop_fraction / image.height, width / crop_fraction / image.width)
+        new_size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
     resized = image.resize(
-        (max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-        Image.Resampling.BICUBIC if spec.interpolation == "bicubic" else Image.Resampling.BILINEAR,
-    )
+        new_size, Image.Resampling.BICUBIC if spec.interpolation == "bicubic" else Image.Resampling.BILINEAR)
     left, top = (resized.width - width) // 2, (resized.height - height) // 2
     cropped = resized.crop((left, top, left + width, top + height))
     array = np.asarray(cropped, dtype=np.float32) / 255.0

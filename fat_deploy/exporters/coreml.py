@@ -9,7 +9,6 @@ and returns logits. Prediction needs macOS; elsewhere the package is inspected, 
 from __future__ import annotations
 
 import logging
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from fat_deploy.exporters.registry import (
     register_format,
 )
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars
 logging.getLogger("coremltools").setLevel(logging.ERROR)  # "Failed to load _MLModelProxy" on Linux
 
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
@@ -145,7 +143,14 @@ class CoreMLFormat(ExportFormat):
         mlmodel.short_description = (
             f"{request.model_name} ({spec.source}); input {kind} {request.img_size[0]}x{request.img_size[1]}"
         )
-        mlmodel.version = "1"
+        from fat_deploy import __version__
+
+        mlmodel.version = f"fat-deploy {__version__}"
+        for name, text in self._descriptions(request, kind, classifier is not None).items():
+            if name in mlmodel.input_description:
+                mlmodel.input_description[name] = text
+            else:
+                mlmodel.output_description[name] = text
         mlmodel.user_defined_metadata.update({
             "model": request.model_name,
             "input_size": "x".join(map(str, request.img_size)),
@@ -244,6 +249,23 @@ class CoreMLFormat(ExportFormat):
                 ops.extend(block.operations)
         return ops
 
+    @staticmethod
+    def _descriptions(request: ExportRequest, kind: str, classifier: bool) -> dict[str, str]:
+        """What Xcode shows for each input and output."""
+        height, width = request.img_size
+        if kind == "image":
+            texts = {"image": f"RGB image, {width}x{height} px (resize the shorter side, centre-crop); "
+                              "the model normalises it with the ImageNet mean/std itself"}
+        else:
+            texts = {"input": f"float32 NCHW [{request.batch}, 3, {height}, {width}], RGB/255 normalised with "
+                              f"mean {list(request.spec.mean)} and std {list(request.spec.std)}"}
+        if classifier:
+            texts.update({"classLabel": "most likely class",
+                          "classLabel_probs": "probability of every class (softmax of the logits)"})
+        else:
+            texts["logits"] = f"{request.num_classes} class logits (apply softmax for probabilities)"
+        return texts
+
     @classmethod
     def classifier_labels(cls, spec: Any) -> list[str] | None:
         """The class names stored in the ML program's ``classify`` op, or None for a non-classifier."""
@@ -291,6 +313,11 @@ class CoreMLFormat(ExportFormat):
         metadata = dict(spec.description.metadata.userDefined)
         if metadata.get("model") != request.model_name:
             problems.append("model metadata missing")
+        meta = spec.description.metadata
+        if not (meta.author and meta.license and meta.versionString and meta.shortDescription):
+            problems.append("author, license, version or description missing (Xcode shows them)")
+        if undescribed := [f.name for f in (*spec.description.input, *spec.description.output) if not f.shortDescription]:
+            problems.append(f"inputs/outputs without a description: {undescribed}")
         return problems
 
     def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:

@@ -49,6 +49,7 @@ class Measurement:
     status: str  # "ok" | "unavailable" | "error"
     reason: str | None = None
     note: str | None = None  # caveat on an "ok" record (e.g. an artifact whose identity could not be checked)
+    op_profile: dict[str, Any] | None = None  # --profile: per-op times from the runtime's profiler, or why none
     stats: dict[str, float] | None = None
     init_ms: float | None = None
     first_run_ms: float | None = None
@@ -226,6 +227,7 @@ def measure(
     channels_last: bool = False,
     cache_dir: str | Path | None = None,
     seed: int = 0,
+    profile_runs: int = 0,
 ) -> Measurement:
     """Time one model on one backend. Unavailable backends return a record with the reason."""
     require_str("model", model)
@@ -237,6 +239,7 @@ def measure(
     require_path("cache_dir", cache_dir, optional=True)
     check_device(device)
     check_settings(threads, batch, warmup, runs, min_seconds)
+    require_int("--profile", profile_runs, minimum=0)
     from fat_deploy.exporters.api import resolve_img_size
 
     spec = get_spec(model)
@@ -285,4 +288,8 @@ def measure(
     record.stats = summarize(samples, batch).as_dict()
     record.peak_rss_mb = _peak_rss_mb()
     record.peak_device_mb = runner.peak_device_memory_mb()
+    if profile_runs:  # after timing, never inside it: profilers slow the runs they observe
+        from fat_deploy.latency.op_profile import profile_ops
+
+        record.op_profile = profile_ops(runner, prepared, profile_runs, f"{runtime.name} profiler")
     return record

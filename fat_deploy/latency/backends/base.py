@@ -32,8 +32,26 @@ class LoadRequest:
     channels_last: bool = False
 
 
+@dataclass(frozen=True)
+class OpTime:
+    """Time one op (node) took over all profiled runs."""
+
+    name: str
+    op_type: str
+    microseconds: float
+    count: int = 1  # invocations the time covers (profilers that aggregate report several)
+
+
+class ProfileUnavailable(Exception):
+    """The runtime exposes no per-op timings here (the message says why)."""
+
+
 class Runner(ABC):
     """A loaded model that can be invoked on a prepared input."""
+
+    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
+        """Per-op times over ``runs`` invocations, from the runtime's own profiler (never timed by us)."""
+        raise ProfileUnavailable("this runtime exposes no per-op profile")
 
     @abstractmethod
     def prepare(self, batch: np.ndarray) -> Any:

@@ -3,17 +3,49 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fat_deploy.latency.backends.base import Backend, BackendError, LoadRequest, Runner
+from fat_deploy.latency.backends.base import (
+    Backend,
+    BackendError,
+    LoadRequest,
+    OpTime,
+    ProfileUnavailable,
+    Runner,
+)
 
 
 class OrtRunner(Runner):
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, make_session: Callable[[bool, str], Any]) -> None:
         self.session = session
+        self.make_session = make_session  # a new session, with profiling on or off
         self.input_name = session.get_inputs()[0].name
+
+    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
+        """onnxruntime's session profiling, on a separate session (profiling slows the one that is timed).
+
+        The first run is left out: it includes one-time work (allocations, kernel selection).
+        """
+        with tempfile.TemporaryDirectory() as folder:
+            session = self.make_session(True, str(Path(folder) / "ort_profile"))
+            for _ in range(runs + 1):
+                session.run(None, prepared)
+            events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+        model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                            if e.get("cat") == "Session" and e.get("name") == "model_run")
+        if len(model_runs) != runs + 1:
+            raise ProfileUnavailable(f"onnxruntime's profile holds {len(model_runs)} runs, expected {runs + 1}")
+        steady_from = model_runs[0][1]
+        return [OpTime(name=e["name"].removesuffix("_kernel_time"), op_type=str(e.get("args", {}).get("op_name", "?")),
+                       microseconds=float(e["dur"]))
+                for e in events
+                if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time") and e["ts"] >= steady_from]
 
     def prepare(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
@@ -43,14 +75,21 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         assert request.artifact is not None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = request.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if request.device == "cuda" else ["CPUExecutionProvider"]
+
+        def make_session(profile: bool = False, prefix: str = "") -> Any:
+            """A session with the timed settings; with ``profile``, writing an op profile under ``prefix``."""
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = request.threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if profile:
+                options.enable_profiling, options.profile_file_prefix = True, prefix
+            return ort.InferenceSession(str(request.artifact), options, providers=providers)
+
         try:
-            session = ort.InferenceSession(str(request.artifact), options, providers=providers)
+            session = make_session()
         except Exception as error:  # noqa: BLE001
             raise BackendError(f"onnxruntime cannot load {request.artifact}: {str(error).splitlines()[0][:200]}") from None
         (source,) = session.get_inputs()
@@ -62,7 +101,7 @@ class OnnxRuntimeBackend(Backend):
                 f"(batch {request.batch}, size {request.img_size[0]}x{request.img_size[1]}); "
                 "re-export it (e.g. --dynamic-batch) or change --batch/--img-size"
             )
-        return OrtRunner(session)
+        return OrtRunner(session, make_session)
 
     def version(self) -> str | None:
         import onnxruntime as ort

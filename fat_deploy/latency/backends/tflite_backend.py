@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.latency.backends.base import Backend, BackendError, LoadRequest, Runner
+from fat_deploy.latency.backends.base import Backend, BackendError, LoadRequest, Runner, OpTime, ProfileUnavailable
 
 
 class TFLiteRunner(Runner):
@@ -25,6 +25,10 @@ class TFLiteRunner(Runner):
     def run(self, prepared: Any) -> Any:
         self.interpreter.set_tensor(self.input_index, prepared)
         self.interpreter.invoke()
+
+    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
+        raise ProfileUnavailable("ai-edge-litert's Python Interpreter exposes no per-op timings; LiteRT's "
+                                 "benchmark_model tool (--enable_op_profiling=true) gives them on the device")
 
 
 class TFLiteBackend(Backend):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.latency.backends.base import Backend, BackendError, LoadRequest, Runner
+from fat_deploy.latency.backends.base import Backend, BackendError, LoadRequest, OpTime, Runner
 
 
 class TorchRunner(Runner):
@@ -24,6 +24,23 @@ class TorchRunner(Runner):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return out
+
+    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
+        """torch.profiler self time per ATen op (eager runs have no graph nodes: ``name`` is the op)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        self.run(prepared)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        with profile(activities=activities) as profiler:
+            for _ in range(runs):
+                self.run(prepared)
+        times = []
+        for average in profiler.key_averages():
+            self_us = average.self_device_time_total if self.device.type == "cuda" else average.self_cpu_time_total
+            if self_us > 0 and average.key.startswith("aten::"):
+                times.append(OpTime(name=average.key, op_type=average.key.removeprefix("aten::"), microseconds=self_us,
+                                    count=average.count))
+        return times
 
     def peak_device_memory_mb(self) -> float | None:
         if self.device.type != "cuda":
