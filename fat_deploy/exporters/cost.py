@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 LATENCY_RUNS = 20
@@ -26,31 +27,21 @@ def latency_ratio(run_float: Callable[[], Any], run_quantized: Callable[[], Any]
             "note": "quick interleaved measurement at export; benchmarks/quantization.py measures longer"}
 
 
-def onnx_latency(float_path: Any, quant_path: Any, shape: tuple[int, ...], input_name: str) -> dict[str, Any]:
+def artifact_latency(backend: str, float_path: Path, quant_path: Path, img_size: tuple[int, int],
+                     batch: int = 1) -> dict[str, Any]:
+    """Float vs quantized file on one thread, each loaded by the latency harness's own backend runner."""
     import numpy as np
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    feed = {input_name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (float_path, quant_path)]
-    return latency_ratio(lambda: sessions[0].run(None, feed), lambda: sessions[1].run(None, feed),
-                         runtime=f"onnxruntime {ort.__version__} CPU")
-
-
-def tflite_latency(float_path: Any, quant_path: Any) -> dict[str, Any]:
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
 
     from fat_deploy.environment import package_version
-    from fat_deploy.exporters.tflite import to_input_dtype
+    from fat_deploy.latency.backends import LoadRequest, get_backend
 
-    runners = []
+    runtime = get_backend(backend)
+    inputs = np.random.default_rng(0).standard_normal((batch, 3, *img_size)).astype(np.float32)
+    runs = []
     for path in (float_path, quant_path):
-        interpreter = Interpreter(str(path), num_threads=1)
-        interpreter.allocate_tensors()
-        (source,) = interpreter.get_input_details()
-        values = np.random.default_rng(0).standard_normal(source["shape"]).astype(np.float32)
-        interpreter.set_tensor(source["index"], to_input_dtype(values, source))
-        runners.append(interpreter.invoke)
-    return latency_ratio(runners[0], runners[1], runtime=f"ai-edge-litert {package_version('ai-edge-litert')} XNNPACK")
+        runner = runtime.load(LoadRequest(model_name="", model=None, artifact=Path(path), batch=batch,
+                                          img_size=img_size, threads=1))
+        prepared = runner.prepare(inputs)
+        runs.append(lambda runner=runner, prepared=prepared: runner.run(prepared))
+    package = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert"}.get(backend, backend)
+    return latency_ratio(runs[0], runs[1], runtime=f"{package} {package_version(package)} CPU")

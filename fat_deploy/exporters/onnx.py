@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.exporters.calibration import batches, unbatch
 from fat_deploy.exporters.onnx_quantize import ONNX_QUANTIZED, quantize
 from fat_deploy.exporters.registry import ExportFormat, ExportRequest, register_format
 
@@ -110,19 +109,6 @@ class OnnxFormat(ExportFormat):
             "io_dtype": "float32" + (" (float16 graph, float32 I/O)" if request.precision == "fp16" else ""),
             **quant_details,
         }
-
-    def session(self, path: Path, threads: int = 1) -> Any:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:
-        session = self.session(path)
-        outputs = [session.run([OUTPUT_NAME], {INPUT_NAME: group})[0] for group in batches(inputs, batch)]
-        return unbatch(outputs, len(inputs))
 
     def io_spec(self, request: ExportRequest) -> dict[str, Any]:
         batch: int | str = "batch" if request.dynamic_batch else request.batch

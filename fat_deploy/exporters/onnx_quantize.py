@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
-from fat_deploy.exporters.cost import onnx_latency
+from fat_deploy.exporters.cost import artifact_latency
 from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, explain_onnx, report
 from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
 
@@ -97,8 +97,7 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
                 "scheme": "static QDQ: per-channel int8 weights, uint8 activations",
                 "calibration": {"method": method, "samples": len(calibration), "images": sources},
             })
-        shape = (request.batch, 3, *request.img_size)
-        details["latency"] = onnx_latency(prepared, path, shape, input_name)
+        details["latency"] = artifact_latency("onnxruntime", prepared, path, request.img_size, request.batch)
         if options.get("explain"):
             inputs, names = explain_inputs(request, sources)
             details["explain"] = {"images": names, "method": EXPLAIN_METHOD,

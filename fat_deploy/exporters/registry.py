@@ -80,9 +80,20 @@ class ExportFormat(ABC):
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         """Write the artifact to ``path``; return format details for the manifest."""
 
-    @abstractmethod
     def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:
-        """Logits of the artifact for NCHW float32 ``inputs``; RuntimeUnavailable if it cannot run here."""
+        """Logits of the artifact for NCHW float32 ``inputs``; RuntimeUnavailable if it cannot run here.
+
+        Runs the file with the same runner the latency harness times (one thread), batch by batch.
+        """
+        from fat_deploy.exporters.calibration import batches, unbatch
+        from fat_deploy.latency.backends import LoadRequest, backend_for_format
+
+        backend = backend_for_format(self.name)
+        if reason := backend.unavailable_reason("cpu"):
+            raise RuntimeUnavailable(reason)
+        runner = backend.load(LoadRequest(model_name=request.model_name, model=None, artifact=path, batch=batch,
+                                          img_size=request.img_size, threads=1))
+        return unbatch([runner.logits(runner.prepare(group)) for group in batches(inputs, batch)], len(inputs))
 
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:
         """Structural problems found without running the artifact (empty when fine)."""

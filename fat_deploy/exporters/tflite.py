@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.exporters.calibration import batches, unbatch
 from fat_deploy.exporters.registry import ExportFormat, ExportRequest, UnsupportedOptionError, register_format
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # quiet the converter's native INFO lines
@@ -146,9 +145,9 @@ class TFLiteFormat(ExportFormat):
         path.rename(float_path)
         result.export_model(str(path))
         if request.precision != "fp16":
-            from fat_deploy.exporters.cost import tflite_latency
+            from fat_deploy.exporters.cost import artifact_latency
 
-            details["latency"] = tflite_latency(float_path, path)
+            details["latency"] = artifact_latency("tflite", float_path, path, request.img_size, request.batch)
         if request.options.get("explain"):
             from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, explain_tflite, report
 
@@ -169,24 +168,6 @@ class TFLiteFormat(ExportFormat):
                               "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
         return {"input": describe(interpreter.get_input_details()[0]),
                 "output": describe(interpreter.get_output_details()[0])}
-
-    def interpreter(self, path: Path, threads: int = 1) -> Any:
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-        return interpreter
-
-    def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:
-        interpreter = self.interpreter(path)
-        (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
-        outputs = []
-        for group in batches(inputs, batch):
-            feed = group.transpose(0, 2, 3, 1) if request.nhwc else group
-            interpreter.set_tensor(source["index"], to_input_dtype(np.ascontiguousarray(feed), source))
-            interpreter.invoke()
-            outputs.append(from_output_dtype(interpreter.get_tensor(target["index"]), target))
-        return unbatch(outputs, len(inputs))
 
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:
         from ai_edge_litert.interpreter import Interpreter

@@ -21,10 +21,18 @@ def check_device(device: str) -> str:
     return device
 
 
+def backend_for_format(fmt: str) -> Backend:
+    """The backend that runs artifacts of export format ``fmt`` (verification and timing share it)."""
+    for backend in BACKENDS.values():
+        if backend.artifact_format == fmt:
+            return backend
+    raise BackendError(f"no backend runs {fmt} artifacts")
+
+
 def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}: choose from {', '.join(BACKENDS)}")
     return BACKENDS[name]
 
 
-__all__ = ["BACKENDS", "KNOWN_DEVICES", "check_device", "Backend", "BackendError", "LoadRequest", "Runner", "get_backend"]
+__all__ = ["BACKENDS", "backend_for_format", "KNOWN_DEVICES", "check_device", "Backend", "BackendError", "LoadRequest", "Runner", "get_backend"]

@@ -49,6 +49,10 @@ class ProfileUnavailable(Exception):
 class Runner(ABC):
     """A loaded model that can be invoked on a prepared input."""
 
+    def logits(self, prepared: Any) -> np.ndarray:
+        """One invocation's output as float32 logits (what verification compares with PyTorch)."""
+        raise NotImplementedError(f"{type(self).__name__} does not return outputs")
+
     def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
         """Per-op times over ``runs`` invocations, from the runtime's own profiler (never timed by us)."""
         raise ProfileUnavailable("this runtime exposes no per-op profile")

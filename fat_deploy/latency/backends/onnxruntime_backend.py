@@ -53,6 +53,9 @@ class OrtRunner(Runner):
     def run(self, prepared: Any) -> Any:
         return self.session.run(None, prepared)
 
+    def logits(self, prepared: Any) -> np.ndarray:
+        return np.asarray(self.session.run(None, prepared)[0], dtype=np.float32)
+
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"

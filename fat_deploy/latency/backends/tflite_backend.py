@@ -26,6 +26,13 @@ class TFLiteRunner(Runner):
         self.interpreter.set_tensor(self.input_index, prepared)
         self.interpreter.invoke()
 
+    def logits(self, prepared: Any) -> np.ndarray:
+        from fat_deploy.exporters.tflite import from_output_dtype
+
+        self.run(prepared)
+        (target,) = self.interpreter.get_output_details()
+        return from_output_dtype(self.interpreter.get_tensor(target["index"]), target).astype(np.float32)
+
     def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
         raise ProfileUnavailable("ai-edge-litert's Python Interpreter exposes no per-op timings; LiteRT's "
                                  "benchmark_model tool (--enable_op_profiling=true) gives them on the device")

@@ -25,6 +25,9 @@ class TorchRunner(Runner):
             torch.cuda.synchronize(self.device)
         return out
 
+    def logits(self, prepared: Any) -> np.ndarray:
+        return self.run(prepared).float().cpu().numpy()
+
     def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
         """torch.profiler self time per ATen op (eager runs have no graph nodes: ``name`` is the op)."""
         from torch.profiler import ProfilerActivity, profile
