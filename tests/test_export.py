@@ -212,6 +212,7 @@ def test_forced_verification_failure_leaves_nothing(
     (record,) = json.loads(out)
     assert record["status"] == "failed" and "verification outside tolerance" in record["error"]
     assert record["path"] is None
+    assert "run again with --verbose" in err
     assert good.read_bytes() == b"previous good artifact"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fat_b0_onnx_fp32.onnx"]
 

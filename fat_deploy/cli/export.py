@@ -192,7 +192,10 @@ def _export_all(args: argparse.Namespace) -> int:
         console.print(_table(artifacts))
         for artifact in explained:
             console.print(_explain_table(artifact))
-    return 1 if any(a.status == FAILED for a in artifacts) else 0
+    failed = any(a.status == FAILED for a in artifacts)
+    if failed and not args.verbose:
+        print(f"{PROG}: converters' own output was hidden; run again with --verbose to see it", file=terminal().err)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
