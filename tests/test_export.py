@@ -257,3 +257,16 @@ def test_manifest_resize_contract_is_what_preprocessing_does(size: int) -> None:
     app = np.asarray(resized.crop((left, top, left + size, top + size)), np.float32) / 255.0
     app = ((app - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)).transpose(2, 0, 1)
     np.testing.assert_allclose(preprocess(photo, spec, (size, size)), app, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_onnx_manifest_says_what_ort_mobile_would_take(tmp_path: Path) -> None:
+    artifact = export("fat_b0", "onnx", out=tmp_path, img_size=64)
+    report = json.loads(artifact.manifest_path.read_text())["format_details"]["ort_mobile"]  # type: ignore[union-attr]
+    assert set(report) == {"NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram"}
+    for info in report.values():
+        assert 0 < info["supported_nodes"] <= info["nodes"] and info["partitions"] >= 1
+    # FAT's Gelu and LayerNormalization are outside NNAPI's op table; the ML program EP takes every node.
+    assert {"Gelu", "LayerNormalization"} <= set(report["NNAPI"]["unsupported_ops"])
+    assert report["CoreML MLProgram"]["supported_nodes"] == report["CoreML MLProgram"]["nodes"]
+    assert any(note.startswith("ORT Mobile: NNAPI ") for note in artifact.notes)

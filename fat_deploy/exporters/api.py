@@ -384,6 +384,7 @@ def _convert_and_verify(
     export_seconds = time.perf_counter() - started
     artifact.explain = (details.get("explain") or {}).get("worst_layers")  # shown even if verification fails
     artifact.cost = {k: details[k] for k in ("float_size_bytes", "latency") if k in details}
+    artifact.notes.extend(details.get("summary_notes", []))
     if "calibration" in details:
         request.options["calibrated_on"] = details["calibration"]["images"]
     check = tolerance or TOLERANCES[request.precision]

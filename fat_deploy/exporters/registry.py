@@ -78,7 +78,10 @@ class ExportFormat(ABC):
 
     @abstractmethod
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
-        """Write the artifact to ``path``; return format details for the manifest."""
+        """Write the artifact to ``path``; return format details for the manifest.
+
+        Lines under ``summary_notes`` are also shown in the fat-export summary.
+        """
 
     def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:
         """Logits of the artifact for NCHW float32 ``inputs``; RuntimeUnavailable if it cannot run here.
