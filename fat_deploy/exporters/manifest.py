@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +33,6 @@ def size_of(path: Path) -> int:
 
 def manifest_path_for(artifact: Path) -> Path:
     return artifact.with_name(artifact.name.rsplit(".", 1)[0] + ".json")
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON next to ``path`` and rename it into place (never a half-written file)."""
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False)
-    try:
-        with handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 def validate_manifest(payload: dict[str, Any]) -> list[str]:
