@@ -179,7 +179,7 @@ def test_coreml_image_classifier_spec(tmp_path: Path) -> None:
     assert CoreMLFormat.classifier_labels(spec) == [f"class_{i}" for i in range(1000)]
     meta = spec.description.metadata  # what Xcode shows
     assert meta.author == "fat-deploy" and meta.versionString.startswith("fat-deploy ") and meta.license
-    assert "96x96 px" in source.shortDescription
+    assert "96x96 px" in source.shortDescription and "shorter side to 109 px" in source.shortDescription
     assert all(o.shortDescription for o in spec.description.output)
     assert spec.description.predictedFeatureName == "classLabel"
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]

@@ -155,3 +155,4 @@ def test_runtimes_without_a_profiler_say_why() -> None:
 
 def test_profile_is_refused_where_nothing_is_measured(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert "run it without --table" in _error(capsys, "--table", "--profile")
+    assert "drop --device" in _error(capsys, "--table", "--device", "cuda")  # never silently ignored

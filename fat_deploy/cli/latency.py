@@ -132,6 +132,8 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
                              "throughput on CUDA); drop --artifact/--img-size/--batch/--throughput/--precision")
     if args.profile:
         raise FatDeployError("--profile profiles single measurements; run it without --table")
+    if args.device != "cpu":
+        raise FatDeployError("--table times the CPU columns and, where CUDA exists, the GPU columns itself; drop --device")
     if args.checkpoint:
         raise FatDeployError("--table times every model with random weights (latency does not depend on them); "
                              "drop --checkpoint")

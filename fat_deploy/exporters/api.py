@@ -129,9 +129,7 @@ def check_request_options(fmt: ExportFormat, precision: str, options: dict[str, 
         raise UnsupportedOptionError(
             f"{fmt.name} does not support precision {precision}: it supports {', '.join(fmt.precisions)}"
         )
-    size = options.get("calibration_size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise UnsupportedOptionError(f"--calibration-size must be a whole number of at least 1, got {size!r}")
+    require_int("--calibration-size", options.get("calibration_size"), minimum=1, optional=True)
     for option, value in options.items():
         if value and option in CALIBRATION_OPTIONS and precision not in CALIBRATED:
             raise UnsupportedOptionError(
@@ -320,8 +318,9 @@ def export(
     started = time.perf_counter()
     try:
         with staging_folder(out_dir) as workdir:
-            if _convert_and_verify(fmt, request, workdir / target.name, artifact, verify, tolerance, stage,
-                                   (checkpoint, labels_source, deploy, started)):
+            if _convert_and_verify(fmt, request, workdir / target.name, artifact, verify=verify, tolerance=tolerance,
+                                   stage=stage, checkpoint=checkpoint, labels_source=labels_source, deploy=deploy,
+                                   started=started):
                 place_pair(workdir / target.name, workdir / targets.manifest.name, targets)
                 artifact.path, artifact.manifest_path = target, targets.manifest
         return artifact
@@ -350,7 +349,6 @@ def _check_export_arguments(arguments: dict[str, Any]) -> None:
     require_img_size(arguments["img_size"])
     require_int("batch", arguments["batch"], minimum=1)
     require_path("calibration", arguments["calibration"], optional=True)
-    require_int("calibration_size", arguments["calibration_size"], minimum=1, optional=True)
     require_str("calibration_method", arguments["calibration_method"], optional=True)
     require_str("minimum_deployment_target", arguments["minimum_deployment_target"], optional=True)
     require_str("coreml_input", arguments["coreml_input"], optional=True)
@@ -366,11 +364,11 @@ def _check_export_arguments(arguments: dict[str, Any]) -> None:
 
 
 def _convert_and_verify(
-    fmt: ExportFormat, request: ExportRequest, staged: Path, artifact: Artifact, verify: bool,
-    tolerance: Tolerance | None, stage: Callable[[str], None], provenance: tuple[Any, str | None, bool, float],
+    fmt: ExportFormat, request: ExportRequest, staged: Path, artifact: Artifact, *, verify: bool,
+    tolerance: Tolerance | None, stage: Callable[[str], None], checkpoint: str | Path | None,
+    labels_source: str | None, deploy: bool, started: float,
 ) -> bool:
     """Convert into ``staged``, verify, and write the manifest beside it; False (artifact.error set) on failure."""
-    checkpoint, labels_source, deploy, started = provenance
     stage("converting")
     try:
         with native_stdout_to_stderr(), warnings.catch_warnings():

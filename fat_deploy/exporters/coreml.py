@@ -252,13 +252,15 @@ class CoreMLFormat(ExportFormat):
     @staticmethod
     def _descriptions(request: ExportRequest, kind: str, classifier: bool) -> dict[str, str]:
         """What Xcode shows for each input and output."""
+        from fat_deploy.exporters.calibration import resize_contract
+
         height, width = request.img_size
+        mean_std = f"mean {list(request.spec.mean)} and std {list(request.spec.std)}"
         if kind == "image":
-            texts = {"image": f"RGB image, {width}x{height} px (resize the shorter side, centre-crop); "
-                              "the model normalises it with the ImageNet mean/std itself"}
+            texts = {"image": f"RGB image, {width}x{height} px ({resize_contract(request.spec, request.img_size)['resize']}); "
+                              f"the model applies {mean_std} itself"}
         else:
-            texts = {"input": f"float32 NCHW [{request.batch}, 3, {height}, {width}], RGB/255 normalised with "
-                              f"mean {list(request.spec.mean)} and std {list(request.spec.std)}"}
+            texts = {"input": f"float32 NCHW [{request.batch}, 3, {height}, {width}], RGB/255 normalised with {mean_std}"}
         if classifier:
             texts.update({"classLabel": "most likely class",
                           "classLabel_probs": "probability of every class (softmax of the logits)"})
