@@ -17,7 +17,7 @@ import torch
 
 from fat_deploy.environment import host_info
 from fat_deploy.exporters.api import ExportRequest
-from fat_deploy.exporters.onnx import OnnxFormat
+from fat_deploy.runtimes.onnx.converter import OnnxFormat
 from fat_deploy.models import create_model, get_spec, to_deploy
 
 

@@ -24,7 +24,7 @@ import torch
 
 from fat_deploy.environment import host_info, native_stdout_to_stderr
 from fat_deploy.latency.harness import measure, time_runner
-from fat_deploy.latency.backends import LoadRequest, get_backend
+from fat_deploy.runtimes import LoadRequest, get_backend
 from fat_deploy.models import create_model
 
 

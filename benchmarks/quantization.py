@@ -26,11 +26,12 @@ from fat_deploy.exporters import export
 from fat_deploy.exporters.calibration import recalibrate_batchnorm
 from fat_deploy.latency.harness import measure
 from fat_deploy.models import create_model, get_spec
+from fat_deploy.runtimes import backend_for_format
 
 MODES = [("onnx", "fp32"), ("onnx", "int8-dynamic"), ("onnx", "int8-static"),
          ("tflite", "fp32"), ("tflite", "int8-dynamic"), ("tflite", "int8-weights"), ("tflite", "int8-static"),
          ("coreml", "fp16"), ("coreml", "int8-weights"), ("coreml", "palettize-6"), ("coreml", "w8a8")]
-BACKEND = {"onnx": "onnxruntime", "tflite": "tflite"}
+BACKEND = {fmt: backend_for_format(fmt).name for fmt in ("onnx", "tflite")}  # Core ML: macOS only
 
 
 def op_profile(path: Path, runs: int = 20) -> dict[str, float]:

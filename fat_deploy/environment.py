@@ -10,10 +10,7 @@ from collections.abc import Iterator
 from functools import cache
 from importlib import metadata
 
-TOOL_PACKAGES = (
-    "fat-deploy", "torch", "timm", "numpy", "onnx", "onnxruntime", "onnxsim", "onnxscript",
-    "coremltools", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
-)
+CORE_PACKAGES = ("fat-deploy", "torch", "timm", "numpy")
 
 
 def package_version(name: str) -> str | None:
@@ -24,7 +21,12 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def tool_versions(names: tuple[str, ...] = TOOL_PACKAGES) -> dict[str, str]:
+def tool_versions(names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Installed versions of ``names`` (default: fat-deploy's core and every registered runtime's packages)."""
+    if names is None:
+        from fat_deploy.runtimes import runtime_packages
+
+        names = tuple(dict.fromkeys(CORE_PACKAGES + runtime_packages()))
     return {name: version for name in names if (version := package_version(name)) is not None}
 
 

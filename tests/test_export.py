@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fat_deploy.cli.export import main as fat_export
-from fat_deploy.exporters import export
+from fat_deploy.exporters import export, get_format, list_formats
 from fat_deploy.exporters.manifest import sha256_of, validate_manifest
 from fat_deploy.exporters.verify import TOLERANCES, Tolerance, compare
 
@@ -101,7 +101,7 @@ def test_compare_metrics_and_tolerance() -> None:
 
 # ---------------------------------------------------------------- end to end (slow)
 
-FORMAT_PRECISIONS = [(f, p) for f in ("onnx", "coreml", "tflite") for p in ("fp32", "fp16")]
+FORMAT_PRECISIONS = [(f, p) for f in list_formats() for p in ("fp32", "fp16") if p in get_format(f).precisions]
 
 
 @pytest.mark.slow
@@ -174,7 +174,7 @@ def test_coreml_image_classifier_spec(tmp_path: Path) -> None:
     assert {o.name for o in spec.description.output} == {"classLabel", "classLabel_probs"}
     assert list(spec.mlProgram.functions["main"].block_specializations)  # an ML program
     assert spec.description.metadata.userDefined["mean"] == "0.485,0.456,0.406"
-    from fat_deploy.exporters.coreml import CoreMLFormat
+    from fat_deploy.runtimes.coreml.converter import CoreMLFormat
 
     assert CoreMLFormat.classifier_labels(spec) == [f"class_{i}" for i in range(1000)]
     meta = spec.description.metadata  # what Xcode shows

@@ -10,7 +10,7 @@ import torch
 
 from fat_deploy.cli.latency import main as fat_latency
 from fat_deploy.exporters import export
-from fat_deploy.latency.backends import BackendError
+from fat_deploy.runtimes import BackendError
 from fat_deploy.latency.harness import TIMED, measure
 from fat_deploy.latency.report import REQUIRED_FIELDS, append_jsonl, read_jsonl
 from fat_deploy.latency.stats import summarize
@@ -146,8 +146,8 @@ def test_per_op_profile_from_onnxruntime_and_torch(onnx_64: Path) -> None:
 
 
 def test_runtimes_without_a_profiler_say_why() -> None:
-    from fat_deploy.latency.backends.base import ProfileUnavailable
-    from fat_deploy.latency.backends.tflite_backend import TFLiteRunner
+    from fat_deploy.runtimes.session import ProfileUnavailable
+    from fat_deploy.runtimes.tflite.session import TFLiteRunner
 
     with pytest.raises(ProfileUnavailable, match="benchmark_model"):
         TFLiteRunner.op_times(None, None, 1)  # type: ignore[arg-type]

@@ -162,7 +162,7 @@ def test_tflite_int8_weight_modes(tmp_path: Path, precision: str, photo_calibrat
 def test_quantized_tflite_input_conversion() -> None:
     import numpy as np
 
-    from fat_deploy.exporters.tflite import from_output_dtype, to_input_dtype
+    from fat_deploy.runtimes.tflite.converter import from_output_dtype, to_input_dtype
 
     detail = {"dtype": np.int8, "quantization": (0.5, -3)}
     quantized = to_input_dtype(np.array([0.0, 1.0, -100.0, 100.0], np.float32), detail)

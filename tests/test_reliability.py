@@ -28,7 +28,7 @@ from fat_deploy.exporters.placement import (
     place_pair,
     remove_stale_staging,
 )
-from fat_deploy.exporters.registry import get_format
+from fat_deploy.exporters.registry import get_format, list_formats
 from fat_deploy.latency.harness import measure
 from fat_deploy.latency.report import read_jsonl
 from fat_deploy.models import create_model, get_spec
@@ -69,7 +69,7 @@ def test_every_format_exports_a_trained_looking_checkpoint(
     out = capsys.readouterr().out
     assert code == 0, out
     records = {r["format"]: r for r in json.loads(out)}
-    assert set(records) == {"onnx", "coreml", "tflite"}
+    assert set(records) == set(list_formats())
     assert records["onnx"]["status"] == records["tflite"]["status"] == "passed"
     assert records["coreml"]["status"] == "exported-not-verified", records["coreml"]["error"]
     manifest = json.loads(Path(records["coreml"]["manifest"]).read_text())
@@ -78,7 +78,7 @@ def test_every_format_exports_a_trained_looking_checkpoint(
 
 
 def test_coreml_op_check_is_about_the_deployment_target() -> None:
-    from fat_deploy.exporters.coreml import ops_unavailable_on
+    from fat_deploy.runtimes.coreml.converter import ops_unavailable_on
 
     assert ops_unavailable_on({"conv", "batch_norm", "layer_norm", "gelu"}, "iOS15") == []
     # int4 block-wise weights exist from iOS18 on: an iOS16 program holding them would not load.

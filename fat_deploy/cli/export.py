@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -24,8 +25,8 @@ from fat_deploy.exporters.api import (
     resolve_img_size,
 )
 from fat_deploy.exporters.manifest import manifest_path_for
+from fat_deploy.exporters.options import all_option_fields, is_set, option_kind, options_for
 from fat_deploy.exporters.placement import check_targets, prepare_output_dir
-from fat_deploy.exporters.coreml import DEFAULT_TARGET, DEPLOYMENT_TARGETS, INPUT_KINDS
 from fat_deploy.exporters.registry import PRECISIONS, get_format, list_formats
 from fat_deploy.models.registry import get_spec
 
@@ -35,34 +36,28 @@ PROG = "fat-export"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Export a model to ONNX / Core ML / TFLite; every artifact is run in its "
+        description=f"Export a model to {', '.join(list_formats())}; every artifact is run in its "
         "runtime and compared with PyTorch before it is put in place.",
     )
     parser.add_argument("--model", required=True, help="registered model name, e.g. fat_b0")
     parser.add_argument("--format", nargs="+", default=["onnx"], metavar="FORMAT",
-                        help="onnx, coreml, tflite or all (several allowed; default onnx)")
+                        help=f"{', '.join(list_formats())} or all (several allowed; default onnx)")
     parser.add_argument("--precision", nargs="+", default=["fp32"], metavar="PRECISION",
                         help=f"one or more of {', '.join(PRECISIONS)} (default fp32)")
     parser.add_argument("--checkpoint", help="weights: official training checkpoint, state_dict or .safetensors")
     parser.add_argument("--img-size", nargs="+", type=int, metavar="PX", help="input size: N or H W (default: the model's)")
     parser.add_argument("--out", default="exports", help="output folder (default ./exports)")
     parser.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
-    parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: dynamic batch axis")
-    parser.add_argument("--nhwc", action="store_true", help="TFLite: NHWC input layout")
     parser.add_argument("--labels", help="class names, one per line, one per class (default: ImageNet-1k); the Core ML "
                         "classifier's names, and in every manifest")
-    parser.add_argument("--minimum-deployment-target", choices=DEPLOYMENT_TARGETS,
-                        help=f"Core ML: minimum deployment target (default {DEFAULT_TARGET})")
-    parser.add_argument("--coreml-input", choices=INPUT_KINDS,
-                        help="Core ML: 'image' (RGB ImageType + classifier, default) or 'tensor' (normalised NCHW, logits)")
-    parser.add_argument("--calibration", metavar="DIR", help="int8-static / w8a8: folder of calibration images (default: shipped sample photos)")
-    parser.add_argument("--calibration-size", type=int, metavar="N", help="int8-static / w8a8: calibration samples (default 32)")
-    parser.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), help="int8-static: calibrator (default minmax)")
-    parser.add_argument("--keep-float", nargs="+", metavar="PATTERN", help="quantized onnx/tflite: keep layers whose name matches (substring or glob; see --explain) in float")
-    parser.add_argument("--int8-io", action="store_true",
-                        help="tflite int8-static: int8 input/output tensors (default: float32 I/O, drops into apps unchanged)")
-    parser.add_argument("--explain", action="store_true",
-                        help="quantized modes (onnx, tflite): rank layers by the error they add, on held-out images")
+    for name, option in all_option_fields().items():  # each runtime's typed options, and the quantization ones
+        flag, kind = str(option.metadata["flag"]), option_kind(option)
+        if kind == "switch":
+            parser.add_argument(flag, dest=name, action="store_true", help=option.metadata["help"])
+        else:
+            parser.add_argument(flag, dest=name, type=int if kind == "int" else str, nargs="+" if kind == "list" else None,
+                                choices=option.metadata["choices"], metavar=option.metadata["metavar"],
+                                help=option.metadata["help"])
     parser.add_argument("--no-deploy", action="store_true", help="export the faithful model, not the deploy form")
     parser.add_argument("--no-verify", action="store_true", help="skip running the artifact (status: exported-not-verified)")
     parser.add_argument("--force", action="store_true", help="overwrite existing artifacts")
@@ -76,23 +71,23 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(format, precision) pairs to export, all checked before any work starts."""
     every = "all" in args.format
     formats = list_formats() if every else list(dict.fromkeys(args.format))
-    options = {"dynamic_batch": args.dynamic_batch, "nhwc": args.nhwc,
-               "minimum_deployment_target": args.minimum_deployment_target,
-               "coreml_input": args.coreml_input, "calibration": args.calibration,
-               "calibration_size": args.calibration_size, "calibration_method": args.calibration_method,
-               "keep_float": args.keep_float, "explain": args.explain, "int8_io": args.int8_io}
+    options = _given_options(args)
     plan = []
     for name in formats:
         fmt = get_format(name)
         for precision in dict.fromkeys(args.precision):
             if every and precision in PRECISIONS and precision not in fmt.precisions:
                 continue  # 'all' means every format that has this precision
-            wanted = {k: v for k, v in options.items() if not every or k in fmt.supported_options}
-            check_request_options(fmt, precision, wanted)
+            check_request_options(fmt, precision, options_for(fmt, options) if every else options)
             plan.append((name, precision))
     if not plan:
         raise FatDeployError(f"no format supports precision {', '.join(args.precision)}")
     return plan
+
+
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The runtime and quantization options given on the command line (left-out ones are not passed)."""
+    return {name: getattr(args, name) for name in all_option_fields() if is_set(getattr(args, name))}
 
 
 def _table(artifacts: list[Artifact]) -> Table:
@@ -152,7 +147,8 @@ def _export_all(args: argparse.Namespace) -> int:
         check_calibration_folder(args.calibration)
     out_dir = prepare_output_dir(args.out)
     for fmt_name, precision in plan:
-        target = out_dir / get_format(fmt_name).artifact_name(spec.name, precision, {"coreml_input": args.coreml_input})
+        fmt = get_format(fmt_name)
+        target = out_dir / fmt.artifact_name(spec.name, precision, options_for(fmt, _given_options(args)))
         check_targets(target, manifest_path_for(target), args.force)
     err = Console(file=terminal().err)
     artifacts: list[Artifact] = []
@@ -165,17 +161,11 @@ def _export_all(args: argparse.Namespace) -> int:
             def stage(message: str, task: int = task, label: str = label) -> None:
                 progress.update(task, description=f"{label}: {message}")
 
+            options = options_for(get_format(fmt_name), _given_options(args))
             artifact = export(
-                spec.name, fmt_name, precision, args.out, checkpoint=args.checkpoint,
-                img_size=img_size, batch=args.batch, dynamic_batch=args.dynamic_batch and fmt_name == "onnx",
-                nhwc=args.nhwc and fmt_name == "tflite", labels=args.labels,
-                minimum_deployment_target=args.minimum_deployment_target if fmt_name == "coreml" else None,
-                coreml_input=args.coreml_input if fmt_name == "coreml" else None,
-                calibration=args.calibration, calibration_size=args.calibration_size,
-                calibration_method=args.calibration_method,
-                keep_float=args.keep_float if fmt_name != "coreml" else None,
-                explain=args.explain and fmt_name != "coreml", int8_io=args.int8_io and fmt_name == "tflite",
-                deploy=not args.no_deploy, verify=not args.no_verify, force=args.force, on_stage=stage,
+                spec.name, fmt_name, precision, args.out, checkpoint=args.checkpoint, img_size=img_size,
+                batch=args.batch, labels=args.labels, deploy=not args.no_deploy, verify=not args.no_verify,
+                force=args.force, on_stage=stage, **options,
             )
             artifacts.append(artifact)
             progress.update(task, description=f"{label}: {artifact.status}", total=1, completed=1)

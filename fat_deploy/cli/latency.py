@@ -1,4 +1,4 @@
-"""``fat-latency``: time models on PyTorch, onnxruntime, TFLite and Core ML, with their environment."""
+"""``fat-latency``: time models on PyTorch and every registered runtime (onnxruntime, TFLite, Core ML)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
 from fat_deploy.errors import FatDeployError
-from fat_deploy.latency.backends import BACKENDS, KNOWN_DEVICES, check_device, get_backend
+from fat_deploy.runtimes import backends as registered_backends, check_device, get_backend, known_devices
 from fat_deploy.latency.harness import TIMED, Measurement, check_settings, measure
 from fat_deploy.latency.report import (
     append_jsonl,
@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=f"Latency of models per runtime. Timed: {TIMED}.")
     parser.add_argument("--model", nargs="+", help="model names or 'all' (default: fat_b0 fat_b1 fat_b2; with --table: "
                         "the paper table's 12 rows)")
-    parser.add_argument("--backend", nargs="+", default=["onnxruntime"], help=f"{', '.join(BACKENDS)} (several allowed)")
-    parser.add_argument("--device", default="cpu", help=f"one of {', '.join(KNOWN_DEVICES)} (cuda: torch, onnxruntime; gpu/all: coreml)")
+    parser.add_argument("--backend", nargs="+", default=["onnxruntime"], help=f"{', '.join(registered_backends())} (several allowed)")
+    parser.add_argument("--device", default="cpu", help=f"one of {', '.join(known_devices())} (cuda: torch, onnxruntime; gpu/all: coreml)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op / interpreter threads (default 1)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 1; 32 with --throughput)")
     parser.add_argument("--img-size", nargs="+", type=int, metavar="PX", help="N or H W (default: each model's)")
@@ -147,7 +147,7 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
         if outside := sorted(wanted - known):
             raise FatDeployError(f"not in the paper's table: {', '.join(outside)}; its rows are {', '.join(sorted(known))}")
         rows_wanted = [(label, name) for label, name in rows_wanted if name in wanted]
-    backends = [get_backend(name).name for name in dict.fromkeys(args.backend)]
+    chosen_backends = [get_backend(name).name for name in dict.fromkeys(args.backend)]
     check_settings(args.threads, 1, args.warmup, args.runs, args.min_seconds)
     _check_writable([p for p in (args.json, args.markdown, args.csv, *(args.plot or [])) if p])
     names = [name for _, name in rows_wanted]
@@ -158,7 +158,7 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
         profiles.update(paper_table.profile_models(n for n in names if n not in profiles))
     else:
         err.print("random weights: latency does not depend on them; top-1 is the paper's (no ImageNet here)")
-        jobs = paper_table.plan(names, backends)
+        jobs = paper_table.plan(names, chosen_backends)
         records = []
         with _progress(err) as progress:
             task = progress.add_task("profiling params and MACs", total=len(jobs) + 1)
@@ -174,11 +174,11 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
                 record["profile"] = asdict(profiles[job.model])
                 records.append(record)
                 progress.advance(task)
-    rows = paper_table.build_rows(records, profiles, backends, rows_wanted)
+    rows = paper_table.build_rows(records, profiles, chosen_backends, rows_wanted)
     env = [*environment_lines([r for r in records if r["device"] == "cpu"]),
            f"{args.threads} thread(s), batch 1, median of >= {args.runs} timed runs after {args.warmup} warm-up"]
     console.print(paper_table.rich_efficiency_table(
-        rows, backends, "FAT efficiency table, regenerated (ours) beside the paper's numbers (dim)"))
+        rows, chosen_backends, "FAT efficiency table, regenerated (ours) beside the paper's numbers (dim)"))
     for line in env:
         console.print(f"environment: {line}")
     for note in paper_table.footnotes(rows):
@@ -186,11 +186,11 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
     if args.json and not args.merge:
         _append(args.json, records)
     if args.markdown:
-        _write(args.markdown, paper_table.markdown_table(rows, backends, env))
+        _write(args.markdown, paper_table.markdown_table(rows, chosen_backends, env))
     if args.csv:
-        _write(args.csv, paper_table.csv_table(rows, backends))
+        _write(args.csv, paper_table.csv_table(rows, chosen_backends))
     if args.plot:
-        paper_table.plot(rows, backends[0], args.plot, environment=env[0] if env else "")
+        paper_table.plot(rows, chosen_backends[0], args.plot, environment=env[0] if env else "")
     return 0
 
 
@@ -218,12 +218,12 @@ def _measure_all(args: argparse.Namespace) -> int:
         _write_outputs(args, records)
         return 0
     models = _models(args.model)
-    backends = [get_backend(name).name for name in dict.fromkeys(args.backend)]
+    chosen_backends = [get_backend(name).name for name in dict.fromkeys(args.backend)]
     check_device(args.device)
     batch = args.batch if args.batch is not None else (THROUGHPUT_BATCH if args.throughput else 1)
     check_settings(args.threads, batch, args.warmup, args.runs, args.min_seconds)
     if args.artifact:
-        if len(models) != 1 or len(backends) != 1:
+        if len(models) != 1 or len(chosen_backends) != 1:
             raise FatDeployError("--artifact times one file: give exactly one --model and one --backend")
         if not Path(args.artifact).exists():
             raise FatDeployError(f"artifact not found: {args.artifact}")
@@ -232,9 +232,9 @@ def _measure_all(args: argparse.Namespace) -> int:
     results: list[Measurement] = []
     err = Console(file=terminal().err)
     with _progress(err) as progress:
-        task = progress.add_task("measuring", total=len(models) * len(backends))
+        task = progress.add_task("measuring", total=len(models) * len(chosen_backends))
         for model in models:
-            for backend in backends:
+            for backend in chosen_backends:
                 progress.update(task, description=f"{model} on {backend} ({args.device}, {args.threads} thread(s))")
                 results.append(measure(
                     model, backend, device=args.device, threads=args.threads, batch=batch, img_size=img_size,

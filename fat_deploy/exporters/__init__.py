@@ -1,6 +1,6 @@
-"""Exporters: one module per format behind a registry, verification and manifests."""
+"""The export pipeline: resolve the model, convert (through a runtime package), verify, place, write the manifest."""
 
 from fat_deploy.exporters.api import Artifact, export
-from fat_deploy.exporters.registry import FORMATS, PRECISIONS, get_format, list_formats
+from fat_deploy.exporters.registry import PRECISIONS, formats, get_format, list_formats
 
-__all__ = ["FORMATS", "PRECISIONS", "Artifact", "export", "get_format", "list_formats"]
+__all__ = ["PRECISIONS", "Artifact", "export", "formats", "get_format", "list_formats"]

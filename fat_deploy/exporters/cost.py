@@ -32,8 +32,7 @@ def artifact_latency(backend: str, float_path: Path, quant_path: Path, img_size:
     """Float vs quantized file on one thread, each loaded by the latency harness's own backend runner."""
     import numpy as np
 
-    from fat_deploy.environment import package_version
-    from fat_deploy.latency.backends import LoadRequest, get_backend
+    from fat_deploy.runtimes import LoadRequest, get_backend
 
     runtime = get_backend(backend)
     inputs = np.random.default_rng(0).standard_normal((batch, 3, *img_size)).astype(np.float32)
@@ -43,5 +42,4 @@ def artifact_latency(backend: str, float_path: Path, quant_path: Path, img_size:
                                           img_size=img_size, threads=1))
         prepared = runner.prepare(inputs)
         runs.append(lambda runner=runner, prepared=prepared: runner.run(prepared))
-    package = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert"}.get(backend, backend)
-    return latency_ratio(runs[0], runs[1], runtime=f"{package} {package_version(package)} CPU")
+    return latency_ratio(runs[0], runs[1], runtime=f"{runtime.package} {runtime.version()} CPU")

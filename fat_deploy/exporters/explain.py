@@ -5,12 +5,12 @@ quantizable layer (convolutions, linear layers, matmuls) we know the error of it
 model (SQNR, cumulative: it includes everything upstream) and of its inputs. The error a layer *adds* is the
 growth of the noise-to-signal ratio from its worst input to its output; layers are ranked by it. The layer
 names are the graph's node names (module paths for ONNX), so they can be passed to ``--keep-float``.
+Each runtime package collects its own activations (``runtimes/<name>/explain.py``); ranking lives here.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-ONNX_LAYER_OPS = frozenset({"Conv", "Gemm", "MatMul", "ConvTranspose"})
-TFLITE_LAYER_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"})
 SHOWN_BY_DEFAULT = 10
 EXPLAIN_IMAGES = 4
 EXPLAIN_METHOD = ("per-layer SQNR of the quantized model's activations against the float model's on held-out "
@@ -77,7 +75,7 @@ def rank_layers(layers: Iterable[LayerIO], sqnr: Mapping[str, float]) -> list[La
     return sorted(ranked, key=lambda e: e.added_db)
 
 
-def _tensor_sqnr(float_acts: Mapping[str, list[np.ndarray]], quant_acts: Mapping[str, list[np.ndarray]]) -> dict[str, float]:
+def tensor_sqnr(float_acts: Mapping[str, list[np.ndarray]], quant_acts: Mapping[str, list[np.ndarray]]) -> dict[str, float]:
     result = {}
     for name, values in float_acts.items():
         other = quant_acts.get(name)
@@ -98,83 +96,6 @@ def explain_inputs(request: Any, calibrated_on: Sequence[str]) -> tuple[np.ndarr
     order = sorted(range(len(names)), key=lambda i: (":" in names[i], i))  # whole photos before crops
     chosen = order[:EXPLAIN_IMAGES]
     return inputs[chosen], [names[i] for i in chosen]
-
-
-# ---------------------------------------------------------------- ONNX
-
-
-def _onnx_activations(model_path: Path, inputs: np.ndarray, input_name: str, folder: Path) -> dict[str, list[np.ndarray]]:
-    import onnxruntime as ort
-    from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
-
-    augmented = folder / f"{model_path.stem}.all-outputs.onnx"
-    modify_model_output_intermediate_tensors(model_path, augmented)
-    session = ort.InferenceSession(str(augmented), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for sample in inputs:
-        for name, value in zip(names, session.run(None, {input_name: sample[None]})):
-            collected[name].append(np.asarray(value))
-    return collected
-
-
-def explain_onnx(float_path: Path, quant_path: Path, inputs: np.ndarray, input_name: str) -> list[LayerError]:
-    """Per-layer error of an onnxruntime-quantized model against the float model it came from."""
-    import onnx
-
-    graph = onnx.load(str(float_path), load_external_data=False).graph
-    initializers = {init.name for init in graph.initializer}
-    layers = [
-        LayerIO(node.name, node.op_type, tuple(i for i in node.input if i and i not in initializers), node.output[0])
-        for node in graph.node
-        if node.op_type in ONNX_LAYER_OPS
-    ]
-    with tempfile.TemporaryDirectory() as folder:
-        float_acts = _onnx_activations(float_path, inputs, input_name, Path(folder))
-        quant_acts = _onnx_activations(quant_path, inputs, input_name, Path(folder))
-    return rank_layers(layers, _tensor_sqnr(float_acts, quant_acts))
-
-
-# ---------------------------------------------------------------- TFLite
-
-
-def _tflite_activations(path: Path, inputs: np.ndarray) -> tuple[dict[str, list[np.ndarray]], list[LayerIO]]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    from fat_deploy.exporters.tflite import from_output_dtype, to_input_dtype
-
-    interpreter = Interpreter(str(path), experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    layers = [
-        LayerIO(tensors[op["outputs"][0]]["name"], op["op_name"],
-                tuple(tensors[i]["name"] for i in op["inputs"] if i >= 0), tensors[op["outputs"][0]]["name"])
-        for op in interpreter._get_ops_details()
-        if op["op_name"] in TFLITE_LAYER_OPS and len(op["outputs"])
-    ]
-    wanted = {layer.output for layer in layers} | {i for layer in layers for i in layer.inputs}
-    (source,) = interpreter.get_input_details()
-    collected: dict[str, list[np.ndarray]] = {}
-    for sample in inputs:
-        interpreter.set_tensor(source["index"], to_input_dtype(np.ascontiguousarray(sample[None]), source))
-        interpreter.invoke()
-        for index, detail in tensors.items():
-            if detail["name"] not in wanted:
-                continue
-            try:
-                value = interpreter.get_tensor(index)
-            except ValueError:  # constant or freed tensor
-                continue
-            as_float = from_output_dtype(value, detail) if value.dtype.kind in "iu" and detail["quantization"][0] else value
-            collected.setdefault(detail["name"], []).append(np.array(as_float, dtype=np.float32))
-    return collected, layers
-
-
-def explain_tflite(float_path: Path, quant_path: Path, inputs: np.ndarray) -> list[LayerError]:
-    """Per-layer error of a quantized .tflite against the float .tflite it came from (same tensor names)."""
-    float_acts, _ = _tflite_activations(float_path, inputs)
-    quant_acts, layers = _tflite_activations(quant_path, inputs)
-    return rank_layers(layers, _tensor_sqnr(float_acts, quant_acts))
 
 
 def report(errors: Sequence[LayerError], limit: int = SHOWN_BY_DEFAULT) -> list[dict[str, Any]]:

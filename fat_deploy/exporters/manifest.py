@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fat_deploy.environment import host_info, tool_versions
+from fat_deploy.exporters.calibration import resize_contract
+
+if TYPE_CHECKING:
+    from fat_deploy.exporters.registry import ExportFormat, ExportRequest
 
 MANIFEST_SCHEMA_VERSION = 1
 REQUIRED_KEYS = (
@@ -38,3 +47,43 @@ def manifest_path_for(artifact: Path) -> Path:
 def validate_manifest(payload: dict[str, Any]) -> list[str]:
     """Missing top-level keys (empty when the manifest is complete)."""
     return [key for key in REQUIRED_KEYS if key not in payload]
+
+
+def build_manifest(
+    request: ExportRequest, fmt: ExportFormat, path: Path, details: dict[str, Any],
+    verification: dict[str, Any], status: str, seconds: float, checkpoint: str | Path | None,
+    labels_source: str | None, deploy: bool,
+) -> dict[str, Any]:
+    """The manifest of a verified artifact at ``path`` (see docs/DESIGN.md for the fields)."""
+    spec = request.spec
+    io = fmt.io_spec(request)
+    if labels_source is None and request.num_classes == 1000:
+        labels_source = "ImageNet-1k class indices (names in Core ML classifier: timm ImageNetInfo)"
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "model": request.model_name,
+        "variant_source": spec.source,
+        "official_configuration": spec.official,
+        "checkpoint": {"path": str(checkpoint), "sha256": sha256_of(Path(checkpoint)),
+                       **getattr(request.reference, "checkpoint_notes", {})} if checkpoint else "random init",
+        "deploy_form": deploy,
+        "format": fmt.name,
+        "precision": request.precision,
+        "status": status,
+        "input": io["input"],
+        "output": io["output"],
+        "preprocessing": {
+            **resize_contract(spec, request.img_size),
+            "center_crop": list(request.img_size), "interpolation": spec.interpolation,
+            "value_range": "RGB / 255 -> [0, 1]", "mean": list(spec.mean), "std": list(spec.std),
+        },
+        "labels": {"source": labels_source or "class indices", "count": request.num_classes,
+                   **({"names": request.labels} if request.labels else {})},
+        "file": {"name": path.name, "size_bytes": size_of(path), "sha256": sha256_of(path)},
+        "format_details": details,
+        "tool_versions": {**tool_versions(), "torch": torch.__version__},
+        "export_seconds": round(seconds, 2),
+        "verification": verification,
+        "host": host_info(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

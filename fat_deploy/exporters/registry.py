@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -13,12 +14,12 @@ import torch.nn as nn
 
 from fat_deploy.errors import FatDeployError
 from fat_deploy.models.registry import ModelSpec, output_classes
+from fat_deploy.precision import CALIBRATED, PRECISIONS, QUANTIZED, Precision
+from fat_deploy.runtimes.base import option
 
-# Every precision / quantization mode fat-deploy knows, named explicitly (never one "int8").
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-weights", "int8-static", "w8a8",
-              "palettize-4", "palettize-6", "palettize-8", "int4-block")
-QUANTIZED = frozenset({"int8-dynamic", "int8-weights", "int8-static", "w8a8",
-                       "palettize-4", "palettize-6", "palettize-8", "int4-block"})
+__all__ = ["CALIBRATED", "PRECISIONS", "QUANTIZED", "Precision", "ExportFormat", "ExportRequest", "NoOptions",
+           "QuantizationOptions", "UnsupportedOptionError", "RuntimeUnavailable", "get_format", "list_formats",
+           "option_fields"]
 
 
 class UnsupportedOptionError(FatDeployError):
@@ -40,9 +41,8 @@ class ExportRequest:
     img_size: tuple[int, int]
     precision: str = "fp32"
     batch: int = 1
-    dynamic_batch: bool = False
-    nhwc: bool = False
     labels: list[str] | None = None
+    # The format's own options (its ``Options`` dataclass, as a dict) and the quantization options.
     options: dict[str, Any] = field(default_factory=dict)
     # A PyTorch model computing what the artifact computes (e.g. fake-quantized W8A8), used to measure the
     # cost where the artifact's runtime cannot run on this host.
@@ -51,6 +51,46 @@ class ExportRequest:
     @property
     def num_classes(self) -> int:
         return output_classes(self.reference)
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return bool(self.options.get("dynamic_batch"))
+
+    @property
+    def nhwc(self) -> bool:
+        return bool(self.options.get("nhwc"))
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A format without options of its own."""
+
+
+@dataclass(frozen=True)
+class QuantizationOptions:
+    """Options of the calibrated modes, shared by every format (each says which calibration methods it has)."""
+
+    calibration: str | None = option("--calibration", "int8-static / w8a8: folder of calibration images "
+                                     "(default: shipped sample photos)", metavar="DIR")
+    calibration_size: int | None = option("--calibration-size", "int8-static / w8a8: calibration samples (default 32)",
+                                          metavar="N")
+    calibration_method: str | None = option("--calibration-method", "int8-static: calibrator (default minmax; "
+                                            "entropy and percentile: onnx only)",
+                                            choices=("minmax", "entropy", "percentile"))
+
+
+def option_fields(options_type: type) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(options_type)
+
+
+def keep_float_option() -> Any:
+    return option("--keep-float", "quantized modes: keep layers whose name matches (substring or glob; see "
+                  "--explain) in float", metavar="PATTERN")
+
+
+def explain_option() -> Any:
+    return option("--explain", "quantized modes: rank layers by the error they add, on held-out images",
+                  default=False)
 
 
 class ExportFormat(ABC):
@@ -62,7 +102,19 @@ class ExportFormat(ABC):
     runtime: ClassVar[str]
     converter_modules: ClassVar[tuple[str, ...]]  # importable names the converter needs
     extra: ClassVar[str]  # pip extra that installs them
-    supported_options: ClassVar[frozenset[str]] = frozenset()
+    Options: ClassVar[type] = NoOptions  # the format's own options, a frozen dataclass of :func:`option` fields
+    calibration_methods: ClassVar[tuple[str, ...]] = ("minmax",)
+
+    @property
+    def supported_options(self) -> frozenset[str]:
+        return frozenset(f.name for f in option_fields(self.Options))
+
+    def check_options(self, precision: str, options: dict[str, Any]) -> None:
+        """Refuse option values this format cannot honour with ``precision`` (set options only are passed)."""
+        for name in ("keep_float", "explain"):
+            if options.get(name) and precision not in QUANTIZED:
+                raise UnsupportedOptionError(f"{flag_of(self.Options, name)} applies to quantized modes only, "
+                                             f"not {precision}")
 
     def unavailable_reason(self) -> str | None:
         """Why this format cannot be exported here (a missing package), or None."""
@@ -89,7 +141,7 @@ class ExportFormat(ABC):
         Runs the file with the same runner the latency harness times (one thread), batch by batch.
         """
         from fat_deploy.exporters.calibration import batches, unbatch
-        from fat_deploy.latency.backends import LoadRequest, backend_for_format
+        from fat_deploy.runtimes import LoadRequest, backend_for_format
 
         backend = backend_for_format(self.name)
         if reason := backend.unavailable_reason("cpu"):
@@ -107,30 +159,29 @@ class ExportFormat(ABC):
         """Input/output names, shapes, dtypes and layout, for the manifest."""
 
 
-FORMATS: dict[str, ExportFormat] = {}
+def flag_of(options_type: type, name: str) -> str:
+    """The command-line flag of option ``name`` (the name itself if the type has no such field)."""
+    for candidate in (options_type, QuantizationOptions):
+        for f in option_fields(candidate):
+            if f.name == name:
+                return str(f.metadata["flag"])
+    return name
 
 
-def register_format(fmt: ExportFormat) -> ExportFormat:
-    FORMATS[fmt.name] = fmt
-    return fmt
+def formats() -> dict[str, ExportFormat]:
+    """Every registered runtime's export format, in registration order."""
+    from fat_deploy.runtimes import runtimes
 
-
-LISTING_ORDER = ("onnx", "coreml", "tflite")
-
-
-def _ensure_loaded() -> None:
-    from fat_deploy.exporters import coreml, onnx, tflite  # noqa: F401 - registers the formats
+    return {r.export_format.name: r.export_format for r in runtimes() if r.export_format is not None}
 
 
 def get_format(name: str) -> ExportFormat:
-    _ensure_loaded()
-    if name not in FORMATS:
+    if name not in formats():
         raise UnsupportedOptionError(
             f"unknown format {name!r}: choose from {', '.join(list_formats())} or all"
         )
-    return FORMATS[name]
+    return formats()[name]
 
 
 def list_formats() -> list[str]:
-    _ensure_loaded()
-    return sorted(FORMATS, key=lambda name: (LISTING_ORDER + (name,)).index(name))
+    return list(formats())

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.environment import host_info, package_version, tool_versions
+from fat_deploy.environment import host_info, tool_versions
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.manifest import manifest_path_for, sha256_of
-from fat_deploy.latency.backends import BackendError, LoadRequest, check_device, get_backend
+from fat_deploy.runtimes import BackendError, LoadRequest, backends, check_device, get_backend
 from fat_deploy.latency.stats import summarize
 from fat_deploy.models.registry import create_model, get_spec
 from fat_deploy.validation import require_img_size, require_int, require_number, require_path, require_str
@@ -77,9 +77,9 @@ class Measurement:
 def environment(backend: str, threads: int, device: str) -> dict[str, Any]:
     """Host, thread count and runtime versions that go with every record."""
     env: dict[str, Any] = {**host_info(), "threads": threads, "torch": torch.__version__}
-    for name in ("onnxruntime", "ai-edge-litert", "coremltools"):
-        if version := package_version(name):
-            env[name] = version
+    for runtime_backend in backends().values():
+        if version := runtime_backend.version():
+            env[runtime_backend.package] = version
     if device == "cuda" and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda

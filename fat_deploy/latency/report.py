@@ -12,6 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from fat_deploy.errors import FatDeployError
+from fat_deploy.runtimes import backends
 
 COLUMNS = ("model", "backend", "device", "precision", "batch", "input", "threads", "median ms", "p90 ms",
            "min ms", "std ms", "img/s", "init ms", "first ms", "peak RSS MB", "host", "status")
@@ -118,8 +119,9 @@ def environment_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for r in records:
         env = r.get("environment") or {}
-        keys = ("cpu", "cpu_id", "cpu_isa", "cores", "os", "python", "torch", "onnxruntime", "ai-edge-litert",
-                "coremltools", "gpu", "gpu_driver", "cuda")
+        runtimes = tuple(backend.package for backend in backends().values())
+        keys = ("cpu", "cpu_id", "cpu_isa", "cores", "os", "python", *dict.fromkeys(runtimes), "gpu", "gpu_driver",
+                "cuda")
         env = {**env, "cpu_id": _cpu_id(env), "cpu_isa": " ".join(env.get("cpu_isa") or []) or None}
         seen["; ".join(f"{k} {env[k]}" for k in keys if env.get(k) is not None)] = None
     return list(seen)

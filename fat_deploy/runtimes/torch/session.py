@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.latency.backends.base import Backend, BackendError, LoadRequest, OpTime, Runner
+from fat_deploy.runtimes.session import Backend, BackendError, LoadRequest, OpTime, Runner
 
 
 class TorchRunner(Runner):
@@ -53,6 +53,7 @@ class TorchRunner(Runner):
 
 class TorchBackend(Backend):
     name = "torch"
+    package = "torch"
     devices = ("cpu", "cuda")
 
     def unavailable_reason(self, device: str) -> str | None:
@@ -78,6 +79,3 @@ class TorchBackend(Backend):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         return TorchRunner(model, device, dtype, request.channels_last)
-
-    def version(self) -> str | None:
-        return torch.__version__

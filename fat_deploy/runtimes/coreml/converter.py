@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ import torch.nn as nn
 from fat_deploy.exporters.calibration import batches, unbatch
 from fat_deploy.exporters.registry import (
     ExportFormat,
+    option,
     ExportRequest,
     RuntimeUnavailable,
     UnsupportedOptionError,
-    register_format,
 )
 
 logging.getLogger("coremltools").setLevel(logging.ERROR)  # "Failed to load _MLModelProxy" on Linux
@@ -81,6 +82,16 @@ def ops_unavailable_on(op_types: set[str], target_name: str) -> list[str]:
     return sorted(op for op in op_types if target not in SSAOpRegistry.core_ops.get(op, {}))
 
 
+@dataclass(frozen=True)
+class CoreMLOptions:
+    minimum_deployment_target: str | None = option(
+        "--minimum-deployment-target", f"coreml: minimum deployment target (default {DEFAULT_TARGET})",
+        choices=DEPLOYMENT_TARGETS)
+    coreml_input: str | None = option(
+        "--coreml-input", "coreml: 'image' (RGB ImageType + classifier, default) or 'tensor' (normalised NCHW, logits)",
+        choices=INPUT_KINDS)
+
+
 class CoreMLFormat(ExportFormat):
     name = "coreml"
     suffix = ".mlpackage"
@@ -88,7 +99,7 @@ class CoreMLFormat(ExportFormat):
     runtime = "coremltools (macOS only)"
     converter_modules = ("coremltools",)
     extra = "coreml"
-    supported_options = frozenset({"minimum_deployment_target", "coreml_input"})
+    Options = CoreMLOptions
 
     @staticmethod
     def input_kind(request: ExportRequest | dict[str, Any]) -> str:
@@ -349,5 +360,3 @@ class CoreMLFormat(ExportFormat):
             target = {"name": "logits", "shape": [request.batch, request.num_classes], "meaning": "logits"}
         return {"input": source, "output": target}
 
-
-register_format(CoreMLFormat())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tempfile
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.latency.backends.base import (
+from fat_deploy.runtimes.session import (
     Backend,
     BackendError,
     LoadRequest,
@@ -59,14 +58,14 @@ class OrtRunner(Runner):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    package = "onnxruntime"
     artifact_format = "onnx"
     devices = ("cpu", "cuda")
+    module, extra = "onnxruntime", "onnx"
 
     def unavailable_reason(self, device: str) -> str | None:
         if reason := super().unavailable_reason(device):
             return reason
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime: not installed (pip install 'fat-deploy[onnx]')"
         if device == "cuda":
             import onnxruntime as ort
 
@@ -105,8 +104,3 @@ class OnnxRuntimeBackend(Backend):
                 "re-export it (e.g. --dynamic-batch) or change --batch/--img-size"
             )
         return OrtRunner(session, make_session)
-
-    def version(self) -> str | None:
-        import onnxruntime as ort
-
-        return ort.__version__

@@ -18,7 +18,8 @@ import numpy as np
 
 from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
 from fat_deploy.exporters.cost import artifact_latency
-from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, explain_onnx, report
+from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, report
+from fat_deploy.runtimes.onnx.explain import explain_onnx
 from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
 
 ONNX_QUANTIZED = ("int8-dynamic", "int8-static")

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.exporters.onnx_quantize import ONNX_QUANTIZED, quantize
-from fat_deploy.exporters.registry import ExportFormat, ExportRequest, register_format
+from fat_deploy.runtimes.onnx.quantize import CALIBRATION_METHODS, ONNX_QUANTIZED, quantize
+from dataclasses import dataclass
+
+from fat_deploy.exporters.registry import ExportFormat, ExportRequest, explain_option, keep_float_option, option
 
 OPSET = 20
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -96,6 +98,13 @@ def topologically_sorted(graph: Any) -> None:
     graph.node.extend(ordered)
 
 
+@dataclass(frozen=True)
+class OnnxOptions:
+    dynamic_batch: bool = option("--dynamic-batch", "onnx: dynamic batch axis", default=False)
+    keep_float: list[str] | None = keep_float_option()
+    explain: bool = explain_option()
+
+
 class OnnxFormat(ExportFormat):
     name = "onnx"
     suffix = ".onnx"
@@ -103,7 +112,8 @@ class OnnxFormat(ExportFormat):
     runtime = "onnxruntime"
     converter_modules = ("onnx", "onnxscript", "onnxsim", "onnxruntime")
     extra = "onnx"
-    supported_options = frozenset({"dynamic_batch", "explain", "keep_float"})
+    Options = OnnxOptions
+    calibration_methods = CALIBRATION_METHODS
 
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         import onnx
@@ -161,5 +171,3 @@ class OnnxFormat(ExportFormat):
             "output": {"name": OUTPUT_NAME, "shape": [batch, request.num_classes], "dtype": "float32", "meaning": "logits"},
         }
 
-
-register_format(OnnxFormat())

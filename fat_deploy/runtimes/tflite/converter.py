@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.exporters.registry import ExportFormat, ExportRequest, UnsupportedOptionError, register_format
+from dataclasses import dataclass
+
+from fat_deploy.exporters.registry import (
+    ExportFormat,
+    ExportRequest,
+    UnsupportedOptionError,
+    explain_option,
+    keep_float_option,
+    option,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # quiet the converter's native INFO lines
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -66,6 +75,15 @@ def from_output_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return (values.astype(np.float32) - zero_point) * scale
 
 
+@dataclass(frozen=True)
+class TFLiteOptions:
+    nhwc: bool = option("--nhwc", "tflite: NHWC input layout", default=False)
+    int8_io: bool = option("--int8-io", "tflite int8-static: int8 input/output tensors (default: float32 I/O, "
+                           "drops into apps unchanged)", default=False)
+    keep_float: list[str] | None = keep_float_option()
+    explain: bool = explain_option()
+
+
 class TFLiteFormat(ExportFormat):
     name = "tflite"
     suffix = ".tflite"
@@ -73,7 +91,12 @@ class TFLiteFormat(ExportFormat):
     runtime = "ai-edge-litert"
     converter_modules = ("litert_torch", "ai_edge_litert")
     extra = "tflite"
-    supported_options = frozenset({"nhwc", "explain", "keep_float", "int8_io"})
+    Options = TFLiteOptions
+
+    def check_options(self, precision: str, options: dict[str, Any]) -> None:
+        super().check_options(precision, options)
+        if options.get("int8_io") and precision != "int8-static":
+            raise UnsupportedOptionError(f"--int8-io applies to int8-static only, not {precision}")
 
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         import litert_torch
@@ -149,7 +172,8 @@ class TFLiteFormat(ExportFormat):
 
             details["latency"] = artifact_latency("tflite", float_path, path, request.img_size, request.batch)
         if request.options.get("explain"):
-            from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, explain_tflite, report
+            from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, report
+            from fat_deploy.runtimes.tflite.explain import explain_tflite
 
             inputs, names = explain_inputs(request, sources)
             if request.nhwc:
@@ -188,5 +212,3 @@ class TFLiteFormat(ExportFormat):
             "output": {"index": 0, "shape": [request.batch, request.num_classes], "dtype": "float32", "meaning": "logits"},
         }
 
-
-register_format(TFLiteFormat())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,11 +76,19 @@ class Backend(ABC):
     name: ClassVar[str]
     artifact_format: ClassVar[str | None] = None  # export format it runs; None: runs the nn.Module
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    package: ClassVar[str] = ""  # the distribution that runs it (its version goes into every record)
+    module: ClassVar[str | None] = None  # importable name it needs, if any
+    extra: ClassVar[str] = ""  # pip extra that installs it
+    device_notes: ClassVar[dict[str, str]] = {}  # why a device it lacks is unavailable, where there is more to say
 
     def unavailable_reason(self, device: str) -> str | None:
         """Why this backend cannot run on ``device`` here, or None."""
+        if device in self.device_notes:
+            return self.device_notes[device]
         if device not in self.devices:
             return f"{self.name}: device {device} not supported (supports {', '.join(self.devices)})"
+        if self.module and importlib.util.find_spec(self.module) is None:
+            return f"{self.name}: {self.package} not installed (pip install 'fat-deploy[{self.extra}]')"
         return None
 
     @abstractmethod
@@ -87,4 +96,6 @@ class Backend(ABC):
         """Create the session/interpreter (timed by the harness as init time)."""
 
     def version(self) -> str | None:
-        return None
+        from fat_deploy.environment import package_version
+
+        return package_version(self.package)

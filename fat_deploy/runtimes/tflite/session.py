@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import numpy as np
 
-from fat_deploy.latency.backends.base import Backend, BackendError, LoadRequest, Runner, OpTime, ProfileUnavailable
+from fat_deploy.runtimes.session import Backend, BackendError, LoadRequest, Runner, OpTime, ProfileUnavailable
 
 
 class TFLiteRunner(Runner):
@@ -17,7 +16,7 @@ class TFLiteRunner(Runner):
         self.input_index = self.input_detail["index"]
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
-        from fat_deploy.exporters.tflite import to_input_dtype
+        from fat_deploy.runtimes.tflite.converter import to_input_dtype
 
         data = batch.transpose(0, 2, 3, 1) if self.nhwc else batch
         return to_input_dtype(np.ascontiguousarray(data), self.input_detail)
@@ -27,7 +26,7 @@ class TFLiteRunner(Runner):
         self.interpreter.invoke()
 
     def logits(self, prepared: Any) -> np.ndarray:
-        from fat_deploy.exporters.tflite import from_output_dtype
+        from fat_deploy.runtimes.tflite.converter import from_output_dtype
 
         self.run(prepared)
         (target,) = self.interpreter.get_output_details()
@@ -40,16 +39,10 @@ class TFLiteRunner(Runner):
 
 class TFLiteBackend(Backend):
     name = "tflite"
+    package = "ai-edge-litert"
     artifact_format = "tflite"
-
-    def unavailable_reason(self, device: str) -> str | None:
-        if device == "cuda":
-            return "cuda: the LiteRT interpreter runs on CPU here (GPU delegates are mobile-only)"
-        if reason := super().unavailable_reason(device):
-            return reason
-        if importlib.util.find_spec("ai_edge_litert") is None:
-            return "tflite: ai-edge-litert not installed (pip install 'fat-deploy[tflite]')"
-        return None
+    module, extra = "ai_edge_litert", "tflite"
+    device_notes = {"cuda": "cuda: the LiteRT interpreter runs on CPU here (GPU delegates are mobile-only)"}
 
     def load(self, request: LoadRequest) -> Runner:
         from ai_edge_litert.interpreter import Interpreter
@@ -69,8 +62,3 @@ class TFLiteBackend(Backend):
                 "re-export it or change --batch/--img-size"
             )
         return TFLiteRunner(interpreter, nhwc=shape == nhwc and shape != nchw)
-
-    def version(self) -> str | None:
-        from fat_deploy.environment import package_version
-
-        return package_version("ai-edge-litert")

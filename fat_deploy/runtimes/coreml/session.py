@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.latency.backends.base import Backend, LoadRequest, Runner
+from fat_deploy.runtimes.session import Backend, LoadRequest, Runner
 
 
 class CoreMLRunner(Runner):  # pragma: no cover - macOS only
@@ -23,6 +23,7 @@ class CoreMLRunner(Runner):  # pragma: no cover - macOS only
 
 class CoreMLBackend(Backend):
     name = "coreml"
+    package = "coremltools"
     artifact_format = "coreml"
     devices = ("cpu", "gpu", "all")
 

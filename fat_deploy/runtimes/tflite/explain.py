@@ -1,0 +1,50 @@
+"""``--explain`` for quantized .tflite files: tensors of the float and the quantized graph, compared layer by layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fat_deploy.exporters.explain import LayerError, LayerIO, rank_layers, tensor_sqnr
+
+TFLITE_LAYER_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"})
+
+
+def _tflite_activations(path: Path, inputs: np.ndarray) -> tuple[dict[str, list[np.ndarray]], list[LayerIO]]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fat_deploy.runtimes.tflite.converter import from_output_dtype, to_input_dtype
+
+    interpreter = Interpreter(str(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    layers = [
+        LayerIO(tensors[op["outputs"][0]]["name"], op["op_name"],
+                tuple(tensors[i]["name"] for i in op["inputs"] if i >= 0), tensors[op["outputs"][0]]["name"])
+        for op in interpreter._get_ops_details()
+        if op["op_name"] in TFLITE_LAYER_OPS and len(op["outputs"])
+    ]
+    wanted = {layer.output for layer in layers} | {i for layer in layers for i in layer.inputs}
+    (source,) = interpreter.get_input_details()
+    collected: dict[str, list[np.ndarray]] = {}
+    for sample in inputs:
+        interpreter.set_tensor(source["index"], to_input_dtype(np.ascontiguousarray(sample[None]), source))
+        interpreter.invoke()
+        for index, detail in tensors.items():
+            if detail["name"] not in wanted:
+                continue
+            try:
+                value = interpreter.get_tensor(index)
+            except ValueError:  # constant or freed tensor
+                continue
+            as_float = from_output_dtype(value, detail) if value.dtype.kind in "iu" and detail["quantization"][0] else value
+            collected.setdefault(detail["name"], []).append(np.array(as_float, dtype=np.float32))
+    return collected, layers
+
+
+def explain_tflite(float_path: Path, quant_path: Path, inputs: np.ndarray) -> list[LayerError]:
+    """Per-layer error of a quantized .tflite against the float .tflite it came from (same tensor names)."""
+    float_acts, _ = _tflite_activations(float_path, inputs)
+    quant_acts, layers = _tflite_activations(quant_path, inputs)
+    return rank_layers(layers, tensor_sqnr(float_acts, quant_acts))
