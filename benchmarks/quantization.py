@@ -30,8 +30,9 @@ from fat_deploy.runtimes import backend_for_format
 
 MODES = [("onnx", "fp32"), ("onnx", "int8-dynamic"), ("onnx", "int8-static"),
          ("tflite", "fp32"), ("tflite", "int8-dynamic"), ("tflite", "int8-weights"), ("tflite", "int8-static"),
+         ("executorch", "fp32"), ("executorch", "int8-static"),
          ("coreml", "fp16"), ("coreml", "int8-weights"), ("coreml", "palettize-6"), ("coreml", "w8a8")]
-BACKEND = {fmt: backend_for_format(fmt).name for fmt in ("onnx", "tflite")}  # Core ML: macOS only
+BACKEND = {fmt: backend_for_format(fmt).name for fmt in ("onnx", "tflite", "executorch")}  # Core ML: macOS only
 
 
 def op_profile(path: Path, runs: int = 20) -> dict[str, float]:

@@ -18,6 +18,7 @@ REGISTERED = (  # listing order of formats and backends
     "onnx",
     "coreml",
     "tflite",
+    "executorch",
 )
 
 

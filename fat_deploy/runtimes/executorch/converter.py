@@ -1,0 +1,113 @@
+"""ExecuTorch ``.pte`` through ``torch.export`` -> ``to_edge_transform_and_lower`` (XNNPACK) -> ``to_executorch``.
+
+``int8-static`` is PT2E quantization with ExecuTorch's ``XNNPACKQuantizer`` (symmetric per-channel int8 weights,
+int8 activations, MinMax observers) calibrated on the same images as the other static modes; see
+https://docs.pytorch.org/executorch/stable/backends-xnnpack.html and https://github.com/pytorch/executorch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
+from fat_deploy.exporters.registry import ExportFormat, ExportRequest
+from fat_deploy.runtimes.executorch.delegation import delegation_line, delegation_report
+
+
+def lower_to_xnnpack(model: nn.Module, example: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
+    """The ``.pte`` bytes of ``model`` (in eval mode; a PT2E-converted module refuses ``.eval()``) lowered to
+    XNNPACK, and its delegation report."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    with torch.no_grad():
+        program = torch.export.export(model, (example,))
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    report = delegation_report(edge.exported_program().graph_module)
+    return edge.to_executorch().buffer, report
+
+
+def quantize_pt2e(model: nn.Module, example: torch.Tensor, samples: torch.Tensor) -> nn.Module:
+    """PT2E static int8 for XNNPACK: observers inserted by the quantizer, run on ``samples``, then converted."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    with torch.no_grad():
+        captured = torch.export.export(model.eval(), (example,)).module()
+        prepared = prepare_pt2e(captured, quantizer)
+        for sample in samples:
+            prepared(sample[None])
+        return convert_pt2e(prepared)
+
+
+class ExecuTorchFormat(ExportFormat):
+    name = "executorch"
+    suffix = ".pte"
+    precisions = ("fp32", "int8-static")
+    runtime = "executorch (XNNPACK)"
+    converter_modules = ("executorch", "torchao")
+    extra = "executorch"
+
+    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+        example = torch.randn(request.batch, 3, *request.img_size)
+        details: dict[str, Any] = {"converter": "torch.export + executorch.exir to_edge_transform_and_lower",
+                                   "partitioner": "XnnpackPartitioner"}
+        if request.precision == "int8-static":
+            samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
+                                                 requested_size(request.options))
+            if len(set(sources)) < MIN_CALIBRATION_IMAGES:
+                details["warning"] = (f"only {len(set(sources))} distinct calibration images; "
+                                      f"{MIN_CALIBRATION_IMAGES}+ recommended")
+            model = quantize_pt2e(request.model, example, torch.from_numpy(samples))
+            details.update({
+                "quantizer": "PT2E XNNPACKQuantizer (torchao.quantization.pt2e)",
+                "scheme": "static: symmetric per-channel int8 weights, int8 activations, float32 I/O",
+                "calibration": {"method": "minmax", "samples": len(samples), "images": sources},
+            })
+            program, report = lower_to_xnnpack(model, example)
+            details.update(self._quantization_cost(request, example, program, path))
+        else:
+            program, report = lower_to_xnnpack(request.model.eval(), example)
+        path.write_bytes(program)
+        details.update({"delegation": report, "summary_notes": [delegation_line(report)]})
+        return details
+
+    @staticmethod
+    def _quantization_cost(request: ExportRequest, example: torch.Tensor, program: bytes, path: Path) -> dict[str, Any]:
+        """Size and speed of the int8 program against the fp32 program of the same model."""
+        from fat_deploy.exporters.cost import artifact_latency
+
+        float_program, _ = lower_to_xnnpack(request.model.eval(), example)
+        with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+            float_path, quant_path = Path(folder) / "float.pte", Path(folder) / "int8.pte"
+            float_path.write_bytes(float_program)
+            quant_path.write_bytes(program)
+            latency = artifact_latency("executorch", float_path, quant_path, request.img_size, request.batch)
+        return {"float_size_bytes": len(float_program), "latency": latency}
+
+    def inspect(self, path: Path, request: ExportRequest) -> list[str]:
+        from executorch.runtime import Runtime
+
+        meta = Runtime.get().load_program(path).metadata("forward")
+        if meta.num_inputs() != 1 or meta.num_outputs() != 1:
+            return [f"program has {meta.num_inputs()} inputs and {meta.num_outputs()} outputs, expected 1 and 1"]
+        shape = list(meta.input_tensor_meta(0).sizes())
+        expected = self.io_spec(request)["input"]["shape"]
+        return [] if shape == expected else [f"input shape {shape} != expected {expected}"]
+
+    def io_spec(self, request: ExportRequest) -> dict[str, Any]:
+        return {
+            "input": {"index": 0, "shape": [request.batch, 3, *request.img_size], "dtype": "float32", "layout": "NCHW",
+                      "method": "forward"},
+            "output": {"index": 0, "shape": [request.batch, request.num_classes], "dtype": "float32",
+                       "meaning": "logits"},
+        }

@@ -1,0 +1,131 @@
+"""ExecuTorch: .pte export (fp32, PT2E int8-static) verified in executorch.runtime, delegation report, threads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fat_deploy.errors import FatDeployError
+from fat_deploy.exporters import export
+from fat_deploy.runtimes import BackendError
+from fat_deploy.runtimes.executorch.converter import lower_to_xnnpack
+from fat_deploy.runtimes.executorch.delegation import delegation_line, op_type
+from fat_deploy.runtimes.executorch.session import set_thread_count
+
+
+class ConvThenLayerNorm(nn.Module):
+    """A convolution (XNNPACK takes it) followed by a channel LayerNorm (ExecuTorch 1.5's partitioner does not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x).permute(0, 2, 3, 1))
+
+
+def test_delegation_report_counts_delegated_and_portable_ops() -> None:
+    _, report = lower_to_xnnpack(ConvThenLayerNorm().eval(), torch.randn(1, 3, 16, 16))
+    assert report["by_op"]["convolution"]["delegated"] == 1
+    assert report["portable_by_op"] == {"native_layer_norm": 1}
+    assert report["portable_ops"] == 1 and report["delegated_subgraphs"] >= 1
+    assert "portable kernels: native_layer_norm x1" in delegation_line(report)
+
+
+def test_per_op_profile_separates_xnnpack_and_portable_kernels(tmp_path: Path) -> None:
+    from fat_deploy.latency.op_profile import profile_ops
+    from fat_deploy.runtimes import LoadRequest, get_backend
+
+    program, _ = lower_to_xnnpack(ConvThenLayerNorm().eval(), torch.randn(1, 3, 16, 16))
+    path = tmp_path / "tiny.pte"
+    path.write_bytes(program)
+    runner = get_backend("executorch").load(LoadRequest(model_name="tiny", model=None, artifact=path, batch=1,
+                                                        img_size=(16, 16), threads=1))
+    prepared = runner.prepare(torch.randn(1, 3, 16, 16).numpy())
+    profile = profile_ops(runner, prepared, runs=3, source="executorch profiler")
+    types = {row["op_type"]: row for row in profile["by_op_type"]}
+    assert "portable native_layer_norm" in types and types["portable native_layer_norm"]["count_per_run"] == 1
+    assert any(name.startswith("XNNPACK Convolution") for name in types)
+    assert profile["total_ms_per_run"] > 0
+
+
+def test_op_type_names() -> None:
+    assert op_type("aten_native_layer_norm_default_3") == "native_layer_norm"
+    assert op_type("aten_convolution_default") == "convolution"
+    assert op_type("aten_split_with_sizes_copy_default_11") == "split_with_sizes_copy"
+
+
+def test_threads_are_set_and_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from executorch.extension.pybindings import portable_lib
+
+    for threads in (1, 2):
+        set_thread_count(threads)
+        assert portable_lib._threadpool_get_thread_count() == threads
+    monkeypatch.setattr(portable_lib, "_threadpool_get_thread_count", lambda: 7)
+    with pytest.raises(BackendError, match="asked for 1 threads, its thread pool has 7"):
+        set_thread_count(1)
+
+
+@pytest.mark.parametrize("precision,kwargs,message", [
+    ("fp16", {}, "executorch does not support precision fp16: it supports fp32, int8-static"),
+    ("int8-dynamic", {}, "executorch does not support precision int8-dynamic"),
+    ("fp32", {"nhwc": True}, "--nhwc is not supported for executorch"),
+    ("int8-static", {"calibration_method": "entropy"}, "--calibration-method entropy is not available for executorch"),
+    ("int8-static", {"keep_float": ["head"]}, "--keep-float is not supported for executorch"),
+    ("fp32", {"no_such_option": 1}, "unknown option 'no_such_option'"),
+])
+def test_executorch_options_are_checked_up_front(tmp_path: Path, precision: str, kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(FatDeployError, match=message):
+        export("fat_b0", "executorch", precision, out=tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_fp32_pte_is_verified_and_reports_delegation(tmp_path: Path, trained_looking_checkpoint: Path) -> None:
+    artifact = export("fat_b0", "executorch", out=tmp_path, img_size=64, checkpoint=trained_looking_checkpoint)
+    assert artifact.status == "passed", artifact.error
+    assert artifact.path is not None and artifact.path.suffix == ".pte"
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    (comparison,) = manifest["verification"]["comparisons"].values()
+    assert comparison["passed"] and comparison["max_abs_diff"] < 1e-3
+    assert manifest["verification"]["runtime"] == "executorch (XNNPACK)"
+    delegation = manifest["format_details"]["delegation"]
+    assert delegation["by_op"]["convolution"]["delegated"] > 0 and delegation["by_op"]["convolution"]["portable"] == 0
+    assert delegation["delegated_ops"] > delegation["portable_ops"]
+    assert manifest["tool_versions"]["executorch"] and manifest["input"]["shape"] == [1, 3, 64, 64]
+    assert any(note.startswith("XNNPACK:") for note in artifact.notes)
+
+
+@pytest.mark.slow
+def test_int8_static_pte_is_calibrated_measured_and_verified(tmp_path: Path, photo_calibrated_checkpoint: Path) -> None:
+    artifact = export("fat_b0", "executorch", "int8-static", out=tmp_path, img_size=96, calibration_size=8,
+                      checkpoint=photo_calibrated_checkpoint)
+    assert artifact.comparison is not None and "sqnr_db" in artifact.comparison
+    assert artifact.cost["latency"]["float_ms"] > 0 and artifact.cost["float_size_bytes"] > 0
+    if artifact.status == "failed":  # a collapse is refused and leaves nothing
+        assert artifact.path is None and not any(p.suffix == ".pte" for p in tmp_path.iterdir())
+        return
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    details = manifest["format_details"]
+    assert details["calibration"]["samples"] == 8
+    assert details["quantizer"].startswith("PT2E XNNPACKQuantizer")
+    assert artifact.size_bytes is not None and artifact.size_bytes < 0.5 * details["float_size_bytes"]
+    # Held-out images only: none of the calibration photos is used to verify.
+    assert not set(details["calibration"]["images"]) & set(manifest["verification"]["inputs"])
+
+
+@pytest.mark.slow
+def test_latency_backend_times_a_pte_on_one_thread(tmp_path: Path) -> None:
+    from fat_deploy.latency.harness import measure
+
+    artifact = export("fat_b0", "executorch", out=tmp_path, img_size=64)
+    assert artifact.path is not None
+    record = measure("fat_b0", "executorch", threads=1, img_size=64, runs=5, warmup=1, artifact=artifact.path)
+    assert record.status == "ok", record.reason
+    assert record.threads == 1 and record.environment["executorch"]
+    assert record.stats["median_ms"] > 0
