@@ -9,7 +9,14 @@ from timm.layers import DropPath
 
 from conftest import randomize_norm_stats
 from fat_deploy.models import create_model, to_deploy
-from fat_deploy.models.deploy import convert_sync_batchnorm
+from fat_deploy.models.deploy import (
+    ChannelSpatialNorm,
+    DeployFASA,
+    ReducedChannelSpatialNorm,
+    TiledDepthwiseConv,
+    convert_sync_batchnorm,
+    xnnpack_form,
+)
 from fat_deploy.models.fat import FAT_CONFIGS
 
 
@@ -25,6 +32,33 @@ def test_deploy_form_is_equivalent(name: str) -> None:
     x = torch.randn(2, 3, 64, 80)
     with torch.no_grad():
         assert _max_relative_diff(model(x), deployed(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", list(FAT_CONFIGS))
+def test_xnnpack_form_is_equivalent(name: str) -> None:
+    torch.manual_seed(2)
+    model = randomize_norm_stats(create_model(name), seed=2)
+    deployed = xnnpack_form(to_deploy(model))
+    assert not any(type(m) is ChannelSpatialNorm for m in deployed.modules())
+    assert any(isinstance(m, ReducedChannelSpatialNorm) and m.weight is not None for m in deployed.modules())
+    assert all(m.batched_heads for m in deployed.modules() if isinstance(m, DeployFASA))
+    assert not any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.kernel_size[0] > 5 for m in deployed.modules())
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        assert _max_relative_diff(model(x), deployed(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("kernel,bias", [(7, True), (9, False), (11, True)])
+def test_tiled_depthwise_conv_is_the_same_conv(kernel: int, bias: bool) -> None:
+    torch.manual_seed(kernel)
+    conv = nn.Conv2d(6, 6, kernel, padding=kernel // 2, groups=6, bias=bias).eval()
+    tiled = TiledDepthwiseConv(conv)
+    assert all(piece.kernel_size == (5, 5) for piece in tiled.tiles) and len(tiled.tiles) == 4 + 5 * (kernel > 10)
+    x = torch.randn(2, 6, 13, 9)
+    with torch.no_grad():
+        assert _max_relative_diff(conv(x), tiled(x)) <= 1e-6
+    with pytest.raises(ValueError, match="only stride-1"):
+        TiledDepthwiseConv(nn.Conv2d(6, 6, 7, stride=2, padding=3, groups=6))
 
 
 def test_deploy_form_at_224_and_headless(fat_b0: nn.Module) -> None:

@@ -95,8 +95,9 @@ def test_fp32_pte_is_verified_and_reports_delegation(tmp_path: Path, trained_loo
     assert comparison["passed"] and comparison["max_abs_diff"] < 1e-3
     assert manifest["verification"]["runtime"] == "executorch (XNNPACK)"
     delegation = manifest["format_details"]["delegation"]
-    assert delegation["by_op"]["convolution"]["delegated"] > 0 and delegation["by_op"]["convolution"]["portable"] == 0
-    assert delegation["delegated_ops"] > delegation["portable_ops"]
+    # The XNNPACK form of the deploy form: every op in one XNNPACK subgraph, nothing left to portable kernels.
+    assert delegation["by_op"]["convolution"]["delegated"] > 0
+    assert delegation["portable_by_op"] == {} and delegation["delegated_subgraphs"] == 1
     assert manifest["tool_versions"]["executorch"] and manifest["input"]["shape"] == [1, 3, 64, 64]
     assert any(note.startswith("XNNPACK:") for note in artifact.notes)
 

@@ -149,7 +149,7 @@ def export(
     if deploy:
         from fat_deploy.models.deploy import to_deploy
 
-        request.model = to_deploy(reference)
+        request.model = fmt.runtime_form(to_deploy(reference))
     artifact = Artifact(model=name, format=fmt.name, precision=precision, status=FAILED)
     started = time.perf_counter()
     try:

@@ -128,6 +128,10 @@ class ExportFormat(ABC):
         """``<model>_<format>_<precision><suffix>`` (see docs/DESIGN.md)."""
         return f"{model_name}_{self.name}_{precision}{self.suffix}"
 
+    def runtime_form(self, deployed: nn.Module) -> nn.Module:
+        """Exact rewrites of the deploy form that this runtime's kernels need (default: none)."""
+        return deployed
+
     @abstractmethod
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         """Write the artifact to ``path``; return format details for the manifest.

@@ -56,6 +56,96 @@ class ChannelSpatialNorm(nn.Module):
         return x
 
 
+class ReducedChannelSpatialNorm(ChannelSpatialNorm):
+    """The same normalisation from means over (H, W) only (what XNNPACK's global average pooling computes):
+    the per-channel means of ``x`` (B, C, 1, 1), then their mean over C, for the mean and for the variance.
+    Exact up to float rounding (every channel has H*W values). For runtimes without a LayerNorm kernel over
+    (C, H, W): ExecuTorch's XNNPACK partitioner leaves ``native_layer_norm`` to a portable kernel."""
+
+    @staticmethod
+    def _mean_chw(x: torch.Tensor) -> torch.Tensor:
+        per_channel = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+        return per_channel.reshape(x.shape[0], 1, x.shape[1], 1).mean(dim=(2, 3), keepdim=True)  # (B, 1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - self._mean_chw(x)
+        x = centred * torch.rsqrt(self._mean_chw(centred * centred) + self.eps)
+        if self.weight is not None:
+            x = x * self.weight
+        if self.bias is not None:
+            x = x + self.bias
+        return x
+
+
+class TiledDepthwiseConv(nn.Module):
+    """A stride-1 "same" depthwise conv with a kernel larger than ``tile`` as a sum of ``tile`` x ``tile`` ones.
+
+    XNNPACK has fast depthwise kernels up to 5x5 (25 taps); a 7x7 or 9x9 depthwise conv falls back to its
+    generic grouped IGEMM, measured 16x slower than a 5x5 one. The KxK kernel is cut into tiles of at most 5x5,
+    each zero-padded to 5x5 and placed so that a 5x5 conv with the original padding, read at the tile's offset,
+    computes that tile's share of the output; the shares add up to the original conv (float rounding aside).
+    """
+
+    def __init__(self, conv: nn.Conv2d, tile: int = 5) -> None:
+        super().__init__()
+        channels, (k, k_w) = conv.in_channels, conv.kernel_size
+        if (conv.groups != channels or conv.out_channels != channels or k != k_w or conv.stride != (1, 1)
+                or conv.dilation != (1, 1) or conv.padding != (k // 2, k // 2) or k % 2 == 0 or k <= tile):
+            raise ValueError("only stride-1 'same' depthwise convs with an odd square kernel larger than the tile")
+        self.padding = k // 2
+        weight = conv.weight.detach()
+        self.offsets: list[tuple[int, int]] = []
+        self.tiles = nn.ModuleList()
+        starts = range(0, k, tile)
+        for row in starts:
+            for col in starts:
+                r0, c0 = min(row, k - tile), min(col, k - tile)
+                part = torch.zeros(channels, 1, tile, tile)
+                rows, cols = slice(row, min(row + tile, k)), slice(col, min(col + tile, k))
+                part[:, :, row - r0:rows.stop - r0, col - c0:cols.stop - c0] = weight[:, :, rows, cols]
+                piece = nn.Conv2d(channels, channels, tile, padding=self.padding, groups=channels, bias=False)
+                piece.weight.data.copy_(part)
+                self.tiles.append(piece)
+                self.offsets.append((r0, c0))
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().reshape(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[2], x.shape[3]
+        out = None
+        for piece, (r0, c0) in zip(self.tiles, self.offsets):
+            share = piece(x)[:, :, r0:r0 + height, c0:c0 + width]
+            out = share if out is None else out + share
+        assert out is not None
+        return out if self.bias is None else out + self.bias
+
+
+def tile_large_depthwise(model: nn.Module, tile: int = 5) -> nn.Module:
+    """Every stride-1 'same' depthwise conv with a kernel larger than ``tile`` as a :class:`TiledDepthwiseConv`."""
+    for name, child in list(model.named_children()):
+        if (isinstance(child, nn.Conv2d) and child.groups == child.in_channels == child.out_channels
+                and child.kernel_size[0] == child.kernel_size[1] > tile and child.kernel_size[0] % 2 == 1
+                and child.stride == (1, 1) and child.dilation == (1, 1)
+                and child.padding == (child.kernel_size[0] // 2,) * 2):
+            setattr(model, name, TiledDepthwiseConv(child, tile))
+        else:
+            tile_large_depthwise(child, tile)
+    return model
+
+
+def xnnpack_form(model: nn.Module) -> nn.Module:
+    """The deploy form as XNNPACK (through ExecuTorch's partitioner) takes it whole and fast, in place: LayerNorms
+    over (C, H, W) as :class:`ReducedChannelSpatialNorm`, FASA with heads folded into the batch (rank-3 bmm),
+    depthwise kernels larger than 5x5 tiled (:class:`TiledDepthwiseConv`)."""
+    tile_large_depthwise(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is ChannelSpatialNorm:
+                setattr(parent, name, ReducedChannelSpatialNorm(child.eps, child.weight, child.bias))
+            elif isinstance(child, DeployFASA):
+                child.batched_heads = True
+    return model
+
+
 def _affine_into_pointwise(norm: nn.GroupNorm, conv: nn.Conv2d | nn.Linear) -> None:
     """Fold ``norm``'s affine into the 1x1 conv / linear that reads it: W' = W*g, b' = b + W@beta."""
     gamma, beta = norm.weight.detach(), norm.bias.detach()
@@ -96,6 +186,7 @@ class DeployFASA(nn.Module):
         if self.fold_affine:  # every reader of the norm is a 1x1 conv
             _affine_into_pointwise(input_norm, self.q)
             _affine_into_pointwise(input_norm, self.kv)
+        self.batched_heads = False  # see xnnpack_form()
         channels = self.q.out_channels
         self.kv.weight.data[:channels] *= attn.scale
         self.kv.bias.data[:channels] *= attn.scale
@@ -103,13 +194,30 @@ class DeployFASA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, c, h, w = x.shape
         q_local = self.q(x)
-        q = q_local.reshape(-1, self.num_heads, self.dim_head, h * w).transpose(-1, -2)
-        k, v = self.kv(self.pool(x)).chunk(2, dim=1)
-        k = k.reshape(-1, self.num_heads, self.dim_head, k.shape[2] * k.shape[3])
-        v = v.reshape(-1, self.num_heads, self.dim_head, v.shape[2] * v.shape[3])
-        attn = torch.softmax(q @ k, dim=-1)
-        global_feat = (attn @ v.transpose(-1, -2)).transpose(-1, -2).reshape(-1, c, h, w)
+        if self.batched_heads:
+            global_feat = self._attend_batched_heads(q_local, self.kv(self.pool(x)))
+        else:
+            q = q_local.reshape(-1, self.num_heads, self.dim_head, h * w).transpose(-1, -2)
+            k, v = self.kv(self.pool(x)).chunk(2, dim=1)
+            k = k.reshape(-1, self.num_heads, self.dim_head, k.shape[2] * k.shape[3])
+            v = v.reshape(-1, self.num_heads, self.dim_head, v.shape[2] * v.shape[3])
+            attn = torch.softmax(q @ k, dim=-1)
+            global_feat = (attn @ v.transpose(-1, -2)).transpose(-1, -2).reshape(-1, c, h, w)
         return self.mixer(F.silu(self.local_mixer(q_local)) * F.silu(global_feat))
+
+    def _attend_batched_heads(self, q_local: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """Heads folded into the batch: rank-3 ``bmm`` and channel slices instead of rank-4 matmuls and a split.
+
+        torch.export decomposes a rank-4 matmul into expand + bmm; ExecuTorch runs those expands (and the split)
+        as portable copy kernels outside XNNPACK.
+        """
+        b, c, h, w = q_local.shape
+        q = q_local.reshape(b * self.num_heads, self.dim_head, h * w).transpose(1, 2)
+        tokens = kv.shape[2] * kv.shape[3]
+        k = kv[:, :c].reshape(b * self.num_heads, self.dim_head, tokens)
+        v = kv[:, c:].reshape(b * self.num_heads, self.dim_head, tokens)
+        attn = torch.softmax(torch.bmm(q, k), dim=-1)
+        return torch.bmm(attn, v.transpose(1, 2)).transpose(1, 2).reshape(b, c, h, w)
 
 
 class DeployConvFFN(nn.Module):

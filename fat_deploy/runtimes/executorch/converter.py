@@ -57,6 +57,12 @@ class ExecuTorchFormat(ExportFormat):
     converter_modules = ("executorch", "torchao")
     extra = "executorch"
 
+    def runtime_form(self, deployed: nn.Module) -> nn.Module:
+        """The deploy form XNNPACK takes whole (no LayerNorm, expand or split left to portable kernels)."""
+        from fat_deploy.models.deploy import xnnpack_form
+
+        return xnnpack_form(deployed)
+
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         example = torch.randn(request.batch, 3, *request.img_size)
         details: dict[str, Any] = {"converter": "torch.export + executorch.exir to_edge_transform_and_lower",
