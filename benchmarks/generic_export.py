@@ -60,11 +60,7 @@ def time_alternating(paths: dict[tuple[str, str, str], Path], runs: int) -> dict
         runners[key] = (runner, runner.prepare(inputs))
     samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in runners}
     for _ in range(runs + 3):
-        for key, (runner, prepared) in runners.items():
-            if key[1] == "executorch":  # ExecuTorch's thread pool is process-wide: size it before each call
-                from fat_deploy.runtimes.executorch.session import set_thread_count
-
-                set_thread_count(1)
+        for key, (runner, prepared) in runners.items():  # (ExecuTorch's process-wide pool was sized at load)
             start = time.perf_counter()
             runner.run(prepared)
             samples[key].append((time.perf_counter() - start) * 1e3)

@@ -99,6 +99,18 @@ def test_compare_metrics_and_tolerance() -> None:
     assert not broken.passed and "non-finite" in broken.failures[0]
 
 
+def test_top1_gate_counts_clear_float_top1_only() -> None:
+    # Input 0: a near tie (lead 0.1% of the range) that flips; input 1: a clear top-1 that is kept.
+    reference = np.array([[10.0, 9.99, 0.0, 1.0], [10.0, 2.0, 0.0, 1.0]])
+    flipped_tie = np.array([[9.99, 10.0, 0.0, 1.0], [10.0, 2.0, 0.0, 1.0]])
+    result = compare(reference, flipped_tie, TOLERANCES["int8-static"])
+    assert result.top1_agreement == 0.5 and result.clear_inputs == 1 and result.top1_agreement_clear == 1.0
+    assert "top-1" not in " ".join(result.failures)
+    flipped_clear = np.array([[10.0, 9.99, 0.0, 1.0], [2.0, 10.0, 0.0, 1.0]])
+    result = compare(reference, flipped_clear, TOLERANCES["int8-static"])
+    assert result.top1_agreement_clear == 0.0 and any("clear float top-1" in f for f in result.failures)
+
+
 # ---------------------------------------------------------------- end to end (slow)
 
 FORMAT_PRECISIONS = [(f, p) for f in list_formats() for p in ("fp32", "fp16") if p in get_format(f).precisions]

@@ -95,5 +95,6 @@ def summarize(result: dict[str, Any]) -> dict[str, Any] | None:
                 return {"source": source, **{k: proxy[k] for k in keys}}
         return None
     worst = max(comparisons.values(), key=lambda c: c["max_abs_diff"])
-    keys = ("max_abs_diff", "cosine_min", "top1_agreement", "top5_overlap", "sqnr_db")
+    keys = ("max_abs_diff", "cosine_min", "top1_agreement", "top1_agreement_clear", "clear_inputs", "top5_overlap",
+            "sqnr_db")
     return {"source": str(result["runtime"]), **{k: worst[k] for k in keys}}

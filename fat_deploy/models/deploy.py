@@ -13,6 +13,9 @@ blocks are rebuilt as :class:`DeployFATBlock`:
   (before the ConvFFN, before the head, and before FASA in the last stage);
 * drop-path is removed.
 
+Runtimes that run on XNNPACK (ExecuTorch, TFLite) further apply :func:`xnnpack_form` (their format's
+``runtime_form``): large depthwise kernels tiled into 5x5 ones, LayerNorms from rank-4 means, rank-3 attention.
+
 Peers rewrite themselves where a layer blocks a runtime (modules with a ``deploy_form()``: EdgeViT's depthwise
 transposed conv, ParC-Net's run-time-built kernels, MOAT's relative-position lookup), and grouped non-depthwise
 1x1 convs become block-diagonal dense ones.

