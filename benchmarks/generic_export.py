@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from fat_deploy.cli.common import quiet
 from fat_deploy.environment import host_info, tool_versions
 from fat_deploy.exporters import export
+from fat_deploy.latency.harness import time_interleaved
 from fat_deploy.models import create_model
 from fat_deploy.runtimes import LoadRequest, backend_for_format
 
@@ -52,19 +52,14 @@ def generic_export(fmt: str, model: torch.nn.Module, path: Path) -> Path:
 
 
 def time_alternating(paths: dict[tuple[str, str, str], Path], runs: int) -> dict[tuple[str, str, str], float]:
-    """Median ms of each artifact, invoked in turn (one warm-up round) so drift hits all alike."""
+    """Median ms of each artifact, invoked in turn by the harness (three warm-up rounds)."""
     inputs = np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)
-    runners = {}
+    pairs = {}
     for key, path in paths.items():
         runner = backend_for_format(key[1]).load(LoadRequest("", None, path, 1, SIZE, threads=1))
-        runners[key] = (runner, runner.prepare(inputs))
-    samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in runners}
-    for _ in range(runs + 3):
-        for key, (runner, prepared) in runners.items():  # (ExecuTorch's process-wide pool was sized at load)
-            start = time.perf_counter()
-            runner.run(prepared)
-            samples[key].append((time.perf_counter() - start) * 1e3)
-    return {key: statistics.median(values[3:]) for key, values in samples.items()}
+        pairs["/".join(key)] = (runner, runner.prepare(inputs))
+    samples = time_interleaved(pairs, warmup=3, runs=runs)
+    return {key: statistics.median(samples["/".join(key)]) for key in paths}
 
 
 def main() -> None:

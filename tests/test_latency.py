@@ -156,3 +156,20 @@ def test_runtimes_without_a_profiler_say_why() -> None:
 def test_profile_is_refused_where_nothing_is_measured(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert "run it without --table" in _error(capsys, "--table", "--profile")
     assert "drop --device" in _error(capsys, "--table", "--device", "cuda")  # never silently ignored
+
+
+def test_time_interleaved_alternates_and_leaves_out_warmup() -> None:
+    from fat_deploy.latency.harness import time_interleaved
+
+    calls: list[str] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def run(self, prepared: object) -> None:
+            calls.append(self.name)
+
+    samples = time_interleaved({"a": (Recorder("a"), None), "b": (Recorder("b"), None)}, warmup=2, runs=3)
+    assert calls == ["a", "b"] * 5
+    assert [len(samples["a"]), len(samples["b"])] == [3, 3] and all(ms >= 0 for ms in samples["a"])

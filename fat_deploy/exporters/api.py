@@ -21,7 +21,7 @@ from fat_deploy.exporters.labels import check_labels, read_labels
 from fat_deploy.exporters.manifest import build_manifest, manifest_path_for, size_of
 from fat_deploy.exporters.options import check_request_options
 from fat_deploy.exporters.placement import check_targets, place_pair, prepare_output_dir, staging_folder
-from fat_deploy.exporters.registry import CALIBRATED, ExportFormat, ExportRequest, UnsupportedOptionError, get_format
+from fat_deploy.exporters.registry import CALIBRATED, SIMULATION, ExportFormat, ExportRequest, UnsupportedOptionError, get_format
 from fat_deploy.exporters.verification import FAILED, NOT_VERIFIED, PASSED, summarize, verify_artifact
 from fat_deploy.exporters.verify import TOLERANCES, Tolerance
 from fat_deploy.models.registry import ModelSpec, create_model, get_spec
@@ -217,11 +217,13 @@ def _convert_and_verify(
     artifact.cost = {k: details[k] for k in ("float_size_bytes", "latency") if k in details}
     artifact.notes.extend(details.get("summary_notes", []))
     calibrated_on = (details.get("calibration") or {}).get("images") or []
+    simulation = details.pop(SIMULATION, None)
     check = tolerance or TOLERANCES[request.precision]
     if verify:
         stage("verifying")
         try:
-            status, verification = verify_artifact(fmt, request, staged, check, artifact.notes, calibrated_on)
+            status, verification = verify_artifact(fmt, request, staged, check, artifact.notes, calibrated_on,
+                                                   simulation)
         except Exception as error:  # noqa: BLE001
             artifact.error = f"verification failed: {_one_line(error)}"
             return False

@@ -17,7 +17,7 @@ from fat_deploy.models.registry import ModelSpec, output_classes
 from fat_deploy.precision import CALIBRATED, PRECISIONS, QUANTIZED, Precision
 from fat_deploy.runtimes.base import option
 
-__all__ = ["CALIBRATED", "PRECISIONS", "QUANTIZED", "Precision", "ExportFormat", "ExportRequest", "NoOptions",
+__all__ = ["SIMULATION", "CALIBRATED", "PRECISIONS", "QUANTIZED", "Precision", "ExportFormat", "ExportRequest", "NoOptions",
            "QuantizationOptions", "UnsupportedOptionError", "RuntimeUnavailable", "get_format", "list_formats",
            "option_fields"]
 
@@ -44,9 +44,6 @@ class ExportRequest:
     labels: list[str] | None = None
     # The format's own options (its ``Options`` dataclass, as a dict) and the quantization options.
     options: dict[str, Any] = field(default_factory=dict)
-    # A PyTorch model computing what the artifact computes (e.g. fake-quantized W8A8), used to measure the
-    # cost where the artifact's runtime cannot run on this host.
-    simulation: nn.Module | None = None
 
     @property
     def num_classes(self) -> int:
@@ -59,6 +56,12 @@ class ExportRequest:
     @property
     def nhwc(self) -> bool:
         return bool(self.options.get("nhwc"))
+
+
+# Key of convert()'s details under which a format may return a PyTorch model computing what the artifact computes
+# (e.g. fake-quantized W8A8): verification measures it where the artifact's runtime cannot run on this host. The
+# pipeline takes it out of the details before they go into the manifest.
+SIMULATION = "simulation"
 
 
 @dataclass(frozen=True)

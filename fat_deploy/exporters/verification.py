@@ -34,10 +34,11 @@ def fp16_proxy(request: ExportRequest, inputs: np.ndarray, reference: np.ndarray
 
 def verify_artifact(
     fmt: ExportFormat, request: ExportRequest, path: Path, tolerance: Tolerance, notes: list[str],
-    calibrated_on: Sequence[str] = (),
+    calibrated_on: Sequence[str] = (), simulation: nn.Module | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Run the artifact in its runtime on the shipped photos (held-out ones for quantized modes: never the
-    ``calibrated_on`` images) and compare with the faithful PyTorch model; structural checks too.
+    ``calibrated_on`` images) and compare with the faithful PyTorch model; structural checks too. Where the
+    runtime cannot run here, ``simulation`` (the artifact's numerics in PyTorch) or a float16 proxy stands in.
 
     Returns the status and the manifest's ``verification`` record; problems are appended to ``notes``.
     """
@@ -58,8 +59,8 @@ def verify_artifact(
     except RuntimeUnavailable as reason:
         result["runtime_available"] = False
         notes.append(f"numerics not verified on this host: {reason}")
-        if request.simulation is not None:  # the quantized numerics, simulated in PyTorch
-            proxy = compare(reference, reference_logits(request.simulation, inputs), tolerance)
+        if simulation is not None:  # the quantized numerics, simulated in PyTorch
+            proxy = compare(reference, reference_logits(simulation, inputs), tolerance)
             result["simulation_proxy"] = {
                 "runtime": f"torch {torch.__version__} on CPU (fake quantization)",
                 "covers": "int8 weights and activations as quantized for the artifact; fp16 compute not simulated",

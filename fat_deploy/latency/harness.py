@@ -119,6 +119,20 @@ def time_runner(runner: Any, prepared: Any, warmup: int, runs: int, min_seconds:
     return first_ms, samples
 
 
+def time_interleaved(runs_of: dict[str, tuple[Any, Any]], warmup: int, runs: int) -> dict[str, list[float]]:
+    """Timed ms of several (runner, prepared input) pairs invoked in turn, so drift and noise hit all alike:
+    ``warmup`` untimed rounds, then ``runs`` timed rounds (what a ratio between artifacts should be read from)."""
+    samples: dict[str, list[float]] = {key: [] for key in runs_of}
+    clock = time.perf_counter
+    for round_index in range(warmup + runs):
+        for key, (runner, prepared) in runs_of.items():
+            start = clock()
+            runner.run(prepared)
+            if round_index >= warmup:
+                samples[key].append((clock() - start) * 1e3)
+    return samples
+
+
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask, where the OS has one)."""
     try:

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from fat_deploy.exporters.calibration import batches, unbatch
 from fat_deploy.exporters.registry import (
+    SIMULATION,
     ExportFormat,
     option,
     ExportRequest,
@@ -130,7 +131,7 @@ class CoreMLFormat(ExportFormat):
         details: dict[str, Any] = {}
         if request.precision in ACTIVATION_MODES:
             model, details = self._quantize_w8a8(request)
-            request.simulation = model
+            details[SIMULATION] = model  # verified in its place where Core ML cannot run
         classifier = None
         if kind == "image":
             model = PixelNormalize(model, request.spec.mean, request.spec.std).eval()
