@@ -19,6 +19,7 @@ REGISTERED = (  # listing order of formats and backends
     "coreml",
     "tflite",
     "executorch",
+    "ort_mobile",
 )
 
 

@@ -1,0 +1,39 @@
+"""ORT Mobile: .ort files converted by onnxruntime's own tool, portable, verified, with the reduced-build op list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fat_deploy.errors import FatDeployError
+from fat_deploy.exporters import export
+
+
+def test_ort_options_are_the_onnx_ones(tmp_path: Path) -> None:
+    with pytest.raises(FatDeployError, match="--nhwc is not supported for ort"):
+        export("fat_b0", "ort", out=tmp_path, nhwc=True)
+    with pytest.raises(FatDeployError, match="ort does not support precision int8-weights"):
+        export("fat_b0", "ort", "int8-weights", out=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_ort_file_is_portable_verified_and_lists_its_operators(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    artifact = export("fat_b0", "ort", out=tmp_path, img_size=64)
+    assert artifact.status == "passed", artifact.error
+    assert artifact.path is not None and artifact.path.suffix == ".ort"
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    assert manifest["verification"]["runtime"] == "onnxruntime (ORT format)"
+    (comparison,) = manifest["verification"]["comparisons"].values()
+    assert comparison["passed"] and comparison["max_abs_diff"] < 1e-4
+    config = manifest["format_details"]["required_operators_config"]
+    assert "ai.onnx;" in config and "Conv" in config and f"# - {artifact.path.name}" in config
+    assert "nchwc" not in config.lower() and ".fat-export" not in config  # portable; no temporary paths
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.load_model_format", "ORT")  # as ORT Mobile loads it
+    session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 3, 64, 64]
