@@ -220,3 +220,14 @@ def test_tflite_int8_static_io(tmp_path: Path, int8_io: bool, dtype: str) -> Non
     assert artifact.path is not None, artifact.error
     io = json.loads(artifact.manifest_path.read_text())["format_details"]["io"]  # type: ignore[union-attr]
     assert io["input"]["dtype"] == io["output"]["dtype"] == dtype
+
+
+def test_a_quantized_artifact_slower_than_float_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fat_deploy.runtimes.onnx.quantize as onnx_quantize
+
+    slow = {"runtime": "onnxruntime 1.32.0 CPU", "threads": 1, "batch": 1, "runs": 20, "float_ms": 10.0,
+            "quantized_ms": 12.5, "speedup": 0.8, "note": "test"}
+    monkeypatch.setattr(onnx_quantize, "artifact_latency", lambda *args, **kwargs: slow)
+    artifact = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path, img_size=64)
+    assert artifact.status == "passed", artifact.error
+    assert any(note.startswith("slower than its float version: 0.80x") for note in artifact.notes)

@@ -103,7 +103,7 @@ def _table(artifacts: list[Artifact]) -> Table:
             a.format, a.precision, f"[{style[a.status]}]{a.status}[/]",
             f"{a.size_bytes / 1e6:.2f}" if a.size_bytes else "-",
             f"{a.size_bytes / a.cost['float_size_bytes']:.2f}" if a.size_bytes and "float_size_bytes" in a.cost else "-",
-            f"{a.cost['latency']['speedup']:.2f}" if "latency" in a.cost else "-",
+            _speed(a.cost["latency"]["speedup"]) if "latency" in a.cost else "-",
             f"{c['max_abs_diff']:.2e}{label}" if "max_abs_diff" in c else "-",
             f"{c['cosine_min']:.6f}" if "cosine_min" in c else "-",
             f"{c['top1_agreement']:.0%}" if "top1_agreement" in c else "-",
@@ -111,6 +111,11 @@ def _table(artifacts: list[Artifact]) -> Table:
             a.error or "; ".join([str(a.path), *a.notes]),
         )
     return table
+
+
+def _speed(speedup: float) -> str:
+    """The quantized artifact's speed relative to its float version; slower than float is marked."""
+    return f"[red]{speedup:.2f} (slower)[/]" if speedup < 1.0 else f"{speedup:.2f}"
 
 
 def _explain_table(artifact: Artifact) -> Table:

@@ -215,6 +215,9 @@ def _convert_and_verify(
     export_seconds = time.perf_counter() - started
     artifact.explain = (details.get("explain") or {}).get("worst_layers")  # shown even if verification fails
     artifact.cost = {k: details[k] for k in ("float_size_bytes", "latency") if k in details}
+    if (latency := details.get("latency")) and latency["speedup"] < 1.0:  # never shown as a plain success
+        artifact.notes.append(f"slower than its float version: {latency['speedup']:.2f}x the speed "
+                              f"({latency['float_ms']} -> {latency['quantized_ms']} ms, {latency['runtime']}, 1 thread)")
     artifact.notes.extend(details.get("summary_notes", []))
     calibrated_on = (details.get("calibration") or {}).get("images") or []
     simulation = details.pop(SIMULATION, None)
