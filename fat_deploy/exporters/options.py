@@ -26,7 +26,7 @@ QUANTIZATION_OPTIONS = tuple(f.name for f in option_fields(QuantizationOptions))
 
 def option_kind(option: dataclasses.Field[Any]) -> str:
     """``switch`` (bool), ``list`` (list of strings), ``int`` or ``str``, from the field's annotation."""
-    annotation = str(option.type)
+    annotation = option.type if isinstance(option.type, str) else getattr(option.type, "__name__", str(option.type))
     if annotation.startswith("bool"):
         return "switch"
     if annotation.startswith("list"):

@@ -17,6 +17,8 @@ from fat_deploy.exporters.verify import TOLERANCES, Comparison, Tolerance, compa
 
 PASSED, NOT_VERIFIED, FAILED = "passed", "exported-not-verified", "failed"
 DYNAMIC_BATCH_CHECKS = (1, 4)
+SUMMARY_KEYS = ("max_abs_diff", "cosine_min", "top1_agreement", "top1_agreement_clear", "clear_inputs",
+                "top5_overlap", "sqnr_db")
 
 
 def reference_logits(model: nn.Module, inputs: np.ndarray) -> np.ndarray:
@@ -92,10 +94,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any] | None:
     if not comparisons:
         for key, source in (("simulation_proxy", "simulated"), ("fp16_proxy", "fp16 proxy")):
             if proxy := result.get(key):
-                keys = ("max_abs_diff", "cosine_min", "top1_agreement", "top5_overlap", "sqnr_db")
-                return {"source": source, **{k: proxy[k] for k in keys}}
+                return {"source": source, **{k: proxy[k] for k in SUMMARY_KEYS}}
         return None
     worst = max(comparisons.values(), key=lambda c: c["max_abs_diff"])
-    keys = ("max_abs_diff", "cosine_min", "top1_agreement", "top1_agreement_clear", "clear_inputs", "top5_overlap",
-            "sqnr_db")
-    return {"source": str(result["runtime"]), **{k: worst[k] for k in keys}}
+    return {"source": str(result["runtime"]), **{k: worst[k] for k in SUMMARY_KEYS}}

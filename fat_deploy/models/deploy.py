@@ -84,7 +84,8 @@ class TiledDepthwiseConv(nn.Module):
     """A stride-1 "same" depthwise conv with a kernel larger than ``tile`` as a sum of ``tile`` x ``tile`` ones.
 
     XNNPACK has fast depthwise kernels up to 5x5 (25 taps); a 7x7 or 9x9 depthwise conv falls back to its
-    generic grouped IGEMM, measured 16x slower than a 5x5 one. The KxK kernel is cut into tiles of at most 5x5,
+    generic grouped IGEMM, measured 16x slower than a 5x5 one (160x14x14, 1 thread, AMD EPYC family 25 model 17,
+    executorch 1.5.1). The KxK kernel is cut into tiles of at most 5x5,
     each zero-padded to 5x5 and placed so that a 5x5 conv with the original padding, read at the tile's offset,
     computes that tile's share of the output; the shares add up to the original conv (float rounding aside).
     """

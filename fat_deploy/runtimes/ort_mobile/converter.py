@@ -47,11 +47,3 @@ class OrtMobileFormat(OnnxFormat):
             "required_operators_config": operators,
         })
         return details
-
-    def inspect(self, path: Path, request: ExportRequest) -> list[str]:
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        shape = session.get_inputs()[0].shape
-        expected = self.io_spec(request)["input"]["shape"]
-        return [] if list(shape) == expected else [f"input shape {list(shape)} != expected {expected}"]

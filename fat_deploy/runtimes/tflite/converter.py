@@ -100,7 +100,8 @@ class TFLiteFormat(ExportFormat):
 
     def runtime_form(self, deployed: torch.nn.Module) -> torch.nn.Module:
         """LiteRT's CPU path is XNNPACK: the same form as ExecuTorch's (tiled large depthwise kernels, reduced
-        norms, rank-3 attention). Measured here on FAT-B0: 30.2 ms -> 24.4 ms (onnxruntime gets slower with it)."""
+        norms, rank-3 attention). FAT-B0, one run (AMD EPYC family 25 model 17, 1 thread,
+        ai-edge-litert 2.3.0): 30.2 ms -> 24.4 ms; onnxruntime got slower with it, so ONNX does not use it."""
         from fat_deploy.models.deploy import xnnpack_form
 
         return xnnpack_form(deployed)
