@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -24,10 +25,11 @@ from fat_deploy.exporters.api import (
     read_labels,
     resolve_img_size,
 )
+from fat_deploy.exporters.bundle import bundle_staging, check_bundle_target, place_bundle, write_bundle_files
 from fat_deploy.exporters.manifest import manifest_path_for
 from fat_deploy.exporters.options import all_option_fields, is_set, option_kind, options_for
 from fat_deploy.exporters.placement import check_targets, prepare_output_dir
-from fat_deploy.exporters.registry import PRECISIONS, get_format, list_formats
+from fat_deploy.exporters.registry import PRECISIONS, ExportFormat, get_format, list_formats
 from fat_deploy.models.registry import get_spec
 
 PROG = "fat-export"
@@ -40,13 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
         "runtime and compared with PyTorch before it is put in place.",
     )
     parser.add_argument("--model", required=True, help="registered model name, e.g. fat_b0")
-    parser.add_argument("--format", nargs="+", default=["onnx"], metavar="FORMAT",
-                        help=f"{', '.join(list_formats())} or all (several allowed; default onnx)")
+    parser.add_argument("--format", nargs="+", metavar="FORMAT",
+                        help=f"{', '.join(list_formats())} or all (several allowed; default onnx, with --bundle all)")
     parser.add_argument("--precision", nargs="+", default=["fp32"], metavar="PRECISION",
                         help=f"one or more of {', '.join(PRECISIONS)} (default fp32)")
     parser.add_argument("--checkpoint", help="weights: official training checkpoint, state_dict or .safetensors")
     parser.add_argument("--img-size", nargs="+", type=int, metavar="PX", help="input size: N or H W (default: the model's)")
-    parser.add_argument("--out", default="exports", help="output folder (default ./exports)")
+    parser.add_argument("--out", help="output folder (default ./exports)")
+    parser.add_argument("--bundle", metavar="DIR",
+                        help="write what apps need instead, one folder per platform: android (MediaPipe-ready "
+                             ".tflite, ORT Mobile .ort), ios (Core ML, ExecuTorch), web (ONNX), each with labels.txt "
+                             "and a README with the input contract and snippets; placed only if every file passes")
     parser.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
     parser.add_argument("--labels", help="class names, one per line, one per class (default: ImageNet-1k); the Core ML "
                         "classifier's names, and in every manifest")
@@ -58,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, dest=name, type=int if kind == "int" else str, nargs="+" if kind == "list" else None,
                                 choices=option.metadata["choices"], metavar=option.metadata["metavar"],
                                 help=option.metadata["help"])
+    parser.add_argument("--eval-dir", metavar="DIR",
+                        help="labeled images, one subfolder per class: top-1/top-5 of the model and of every "
+                             "artifact; a quantized artifact is judged by its top-1 drop")
+    parser.add_argument("--eval-map", metavar="FILE",
+                        help="JSON {folder: class index} for --eval-dir (default: folders named as labels or indices)")
+    parser.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                        help="top-1 points an artifact may lose on --eval-dir (default 1.0)")
     parser.add_argument("--no-deploy", action="store_true", help="export the faithful model, not the deploy form")
     parser.add_argument("--no-verify", action="store_true", help="skip running the artifact (status: exported-not-verified)")
     parser.add_argument("--force", action="store_true", help="overwrite existing artifacts")
@@ -71,14 +84,15 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(format, precision) pairs to export, all checked before any work starts."""
     every = "all" in args.format
     formats = list_formats() if every else list(dict.fromkeys(args.format))
-    options = _given_options(args)
     plan = []
     for name in formats:
         fmt = get_format(name)
+        if args.bundle and fmt.bundle_platform is None:
+            raise FatDeployError(f"--bundle: format {name} has no app platform")
         for precision in dict.fromkeys(args.precision):
             if every and precision in PRECISIONS and precision not in fmt.precisions:
                 continue  # 'all' means every format that has this precision
-            check_request_options(fmt, precision, options_for(fmt, options) if every else options)
+            check_request_options(fmt, precision, _format_options(args, fmt, every))
             plan.append((name, precision))
     if not plan:
         raise FatDeployError(f"no format supports precision {', '.join(args.precision)}")
@@ -90,9 +104,18 @@ def _given_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in all_option_fields() if is_set(getattr(args, name))}
 
 
+def _format_options(args: argparse.Namespace, fmt: ExportFormat, every: bool = True) -> dict[str, Any]:
+    """The options one format gets: the given ones it has ('all' drops the others), plus its app-ready form's
+    options with --bundle."""
+    given = _given_options(args)
+    options = options_for(fmt, given) if every or args.bundle else given
+    return {**options, **fmt.bundle_options} if args.bundle else options
+
+
 def _table(artifacts: list[Artifact]) -> Table:
     table = Table(title="fat-export summary (compared with the fp32 PyTorch model)")
-    numeric = ("size MB", "x float size", "x float speed", "max abs diff", "cosine", "top-1 agree", "seconds")
+    numeric = ("size MB", "x float size", "x float speed", "max abs diff", "cosine", "top-1 agree", "top-1 %",
+               "seconds")
     for column in ("format", "precision", "status", *numeric, "artifact / reason"):
         table.add_column(column, justify="right" if column in numeric else "left")
     style = {"passed": "green", "exported-not-verified": "yellow", FAILED: "red"}
@@ -107,6 +130,7 @@ def _table(artifacts: list[Artifact]) -> Table:
             f"{c['max_abs_diff']:.2e}{label}" if "max_abs_diff" in c else "-",
             f"{c['cosine_min']:.6f}" if "cosine_min" in c else "-",
             f"{c['top1_agreement']:.0%}" if "top1_agreement" in c else "-",
+            f"{c['top1']:.1f} ({-c['top1_drop_points']:+.1f})" if "top1" in c else "-",
             f"{a.seconds:.1f}",
             a.error or "; ".join([str(a.path), *a.notes]),
         )
@@ -138,6 +162,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _export_all(args: argparse.Namespace) -> int:
     # Everything that can be wrong with the request is checked before the first conversion.
+    if args.bundle and args.out:
+        raise FatDeployError("--bundle DIR is the output; leave --out out")
+    args.format = args.format or (["all"] if args.bundle else ["onnx"])
     spec = get_spec(args.model)
     plan = _plan(args)
     img_size = resolve_img_size(args.img_size, spec)
@@ -150,30 +177,74 @@ def _export_all(args: argparse.Namespace) -> int:
         read_labels(args.labels, output_classes(model))
     if args.calibration and any(precision in CALIBRATED for _, precision in plan):
         check_calibration_folder(args.calibration)
-    out_dir = prepare_output_dir(args.out)
-    for fmt_name, precision in plan:
-        fmt = get_format(fmt_name)
-        target = out_dir / fmt.artifact_name(spec.name, precision, options_for(fmt, _given_options(args)))
-        check_targets(target, manifest_path_for(target), args.force)
+    if args.bundle:
+        check_bundle_target(Path(args.bundle), args.force)
+        with bundle_staging(Path(args.bundle)) as built:
+            artifacts = _run_plan(args, spec.name, plan, img_size, built)
+            if not any(a.status == FAILED for a in artifacts):
+                _finish_bundle(args, spec.name, artifacts, built)
+            else:
+                for artifact in artifacts:  # their staging folder goes with this block
+                    if artifact.path is not None:
+                        artifact.path = artifact.manifest_path = None
+                        artifact.notes.append("not placed: the bundle is written only when every file passes")
+    else:
+        out_dir = prepare_output_dir(args.out or "exports")
+        for fmt_name, precision in plan:
+            fmt = get_format(fmt_name)
+            target = out_dir / fmt.artifact_name(spec.name, precision, _format_options(args, fmt))
+            check_targets(target, manifest_path_for(target), args.force)
+        artifacts = _run_plan(args, spec.name, plan, img_size, out_dir)
+    return _report(args, artifacts)
+
+
+def _run_plan(args: argparse.Namespace, model: str, plan: list[tuple[str, str]], img_size: tuple[int, int],
+              out_dir: Path) -> list[Artifact]:
+    """Export each (format, precision) into ``out_dir`` (its platform folder there with --bundle)."""
     err = Console(file=terminal().err)
     artifacts: list[Artifact] = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err, transient=False) as progress:
         for fmt_name, precision in plan:
-            label = f"{spec.name} → {fmt_name} {precision}"
+            fmt = get_format(fmt_name)
+            label = f"{model} → {fmt_name} {precision}"
             task = progress.add_task(f"{label}: starting", total=None)
 
             def stage(message: str, task: int = task, label: str = label) -> None:
                 progress.update(task, description=f"{label}: {message}")
 
-            options = options_for(get_format(fmt_name), _given_options(args))
             artifact = export(
-                spec.name, fmt_name, precision, args.out, checkpoint=args.checkpoint, img_size=img_size,
-                batch=args.batch, labels=args.labels, deploy=not args.no_deploy, verify=not args.no_verify,
-                force=args.force, on_stage=stage, **options,
+                model, fmt_name, precision, out_dir / str(fmt.bundle_platform) if args.bundle else out_dir,
+                checkpoint=args.checkpoint, img_size=img_size, batch=args.batch, labels=args.labels,
+                eval_dir=args.eval_dir, eval_map=args.eval_map, max_accuracy_drop=args.max_accuracy_drop,
+                deploy=not args.no_deploy, verify=not args.no_verify, force=args.force, on_stage=stage,
+                **_format_options(args, fmt),
             )
             artifacts.append(artifact)
             progress.update(task, description=f"{label}: {artifact.status}", total=1, completed=1)
+    return artifacts
+
+
+def _finish_bundle(args: argparse.Namespace, model: str, artifacts: list[Artifact], built: Path) -> None:
+    """Labels, READMEs and the index, then the bundle into place; artifact paths then point into it."""
+    target = Path(args.bundle)
+    items = []
+    for artifact in artifacts:
+        assert artifact.path is not None and artifact.manifest_path is not None
+        manifest = json.loads(artifact.manifest_path.read_text(encoding="utf-8"))
+        items.append((get_format(artifact.format), artifact.path, manifest))
+    write_bundle_files(built, model, items, items[0][2]["labels"]["names"])
+    place_bundle(built, target, args.force)
+    for artifact in artifacts:
+        assert artifact.path is not None and artifact.manifest_path is not None
+        artifact.path = target / artifact.path.relative_to(built)
+        artifact.manifest_path = target / artifact.manifest_path.relative_to(built)
+    platforms = sorted({str(get_format(a.format).bundle_platform) for a in artifacts})
+    print(f"{PROG}: bundle written to {target} ({', '.join(platforms)})", file=terminal().err)
+
+
+def _report(args: argparse.Namespace, artifacts: list[Artifact]) -> int:
+    err = Console(file=terminal().err)
     explained = [a for a in artifacts if a.explain]
     if args.json:
         err.print(_table(artifacts))

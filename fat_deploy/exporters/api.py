@@ -17,7 +17,8 @@ import torch.nn as nn
 from fat_deploy.environment import native_stdout_to_stderr
 from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
 from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES
-from fat_deploy.exporters.labels import check_labels, read_labels
+from fat_deploy.exporters.evaluation import DEFAULT_MAX_ACCURACY_DROP, Evaluation, load_eval_set
+from fat_deploy.exporters.labels import check_labels, default_labels, read_labels
 from fat_deploy.exporters.manifest import build_manifest, manifest_path_for, size_of
 from fat_deploy.exporters.options import check_request_options
 from fat_deploy.exporters.placement import check_targets, place_pair, prepare_output_dir, staging_folder
@@ -101,6 +102,9 @@ def export(
     calibration: str | Path | None = None,
     calibration_size: int | None = None,
     calibration_method: str | None = None,
+    eval_dir: str | Path | None = None,
+    eval_map: str | Path | None = None,
+    max_accuracy_drop: float | None = None,
     deploy: bool = True,
     verify: bool = True,
     force: bool = False,
@@ -137,13 +141,15 @@ def export(
         model_name=name, spec=spec, reference=reference,
         model=reference, img_size=size, precision=precision, batch=batch, options=options,
     )
-    labels_source = None
     if isinstance(labels, (str, Path)):
         request.labels, labels_source = read_labels(labels, request.num_classes), str(labels)
     elif labels is not None:
         request.labels, labels_source = check_labels(list(labels), request.num_classes), "given"
+    else:
+        request.labels, labels_source = default_labels(request.num_classes)
     if calibration is not None and precision in CALIBRATED:
         check_calibration_folder(calibration)  # empty, unreadable or too small: before any work
+    request.evaluation = evaluation_for(request, eval_dir, eval_map, max_accuracy_drop)
     target = out_dir / fmt.artifact_name(name, precision, request.options)
     targets = check_targets(target, manifest_path_for(target), force)
     if deploy:
@@ -162,6 +168,21 @@ def export(
         return artifact
     finally:
         artifact.seconds = time.perf_counter() - started
+
+
+def evaluation_for(request: ExportRequest, eval_dir: str | Path | None, eval_map: str | Path | None,
+                   max_accuracy_drop: float | None) -> Evaluation | None:
+    """The labeled set of --eval-dir, loaded (and refused if unusable) before any conversion."""
+    if eval_dir is None:
+        if eval_map is not None or max_accuracy_drop is not None:
+            raise ArgumentError("--eval-map and --max-accuracy-drop need --eval-dir")
+        return None
+    if max_accuracy_drop is not None and max_accuracy_drop < 0:
+        raise ArgumentError(f"--max-accuracy-drop must be >= 0 points, got {max_accuracy_drop}")
+    eval_set = load_eval_set(eval_dir, request.spec, request.img_size, request.labels or [], request.num_classes,
+                             eval_map)
+    drop = DEFAULT_MAX_ACCURACY_DROP if max_accuracy_drop is None else float(max_accuracy_drop)
+    return Evaluation(eval_set, drop)
 
 
 def check_calibration_folder(folder: str | Path) -> None:
@@ -185,6 +206,10 @@ def _check_export_arguments(arguments: dict[str, Any]) -> None:
     require_img_size(arguments["img_size"])
     require_int("batch", arguments["batch"], minimum=1)
     require_path("calibration", arguments["calibration"], optional=True)
+    require_path("eval_dir", arguments["eval_dir"], optional=True)
+    require_path("eval_map", arguments["eval_map"], optional=True)
+    if (drop := arguments["max_accuracy_drop"]) is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
+        raise ArgumentError(f"max_accuracy_drop must be a number of points, got {type(drop).__name__}")
     require_str("calibration_method", arguments["calibration_method"], optional=True)
     for flag in ("deploy", "verify", "force"):
         require_bool(flag, arguments[flag])
@@ -199,7 +224,7 @@ def _check_export_arguments(arguments: dict[str, Any]) -> None:
 def _convert_and_verify(
     fmt: ExportFormat, request: ExportRequest, staged: Path, artifact: Artifact, *, verify: bool,
     tolerance: Tolerance | None, stage: Callable[[str], None], checkpoint: str | Path | None,
-    labels_source: str | None, deploy: bool, started: float,
+    labels_source: str, deploy: bool, started: float,
 ) -> bool:
     """Convert into ``staged``, verify, and write the manifest beside it; False (artifact.error set) on failure."""
     stage("converting")

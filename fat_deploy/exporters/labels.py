@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fat_deploy.errors import FatDeployError
+
+if TYPE_CHECKING:
+    from fat_deploy.exporters.registry import ExportRequest
 
 
 def read_labels(path: str | Path, num_classes: int) -> list[str]:
@@ -28,3 +32,23 @@ def check_labels(labels: list[str], num_classes: int, source: str = "labels") ->
         raise FatDeployError(f"{source} repeats labels ({shown}): each class needs its own name")
     return labels
 
+
+def default_labels(num_classes: int) -> tuple[list[str], str]:
+    """ImageNet-1k class names (timm's ImageNet metadata) for a 1000-class head, else the class indices."""
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return [info.index_to_description(i) for i in range(1000)], "ImageNet-1k names (timm ImageNetInfo)"
+    return [str(i) for i in range(num_classes)], "class indices (no --labels given)"
+
+
+def labels_text(labels: list[str]) -> str:
+    """A labels file: one name per line, in class-index order (what TFLite metadata, MediaPipe and apps read)."""
+    return "".join(f"{label}\n" for label in labels)
+
+
+
+def class_names(request: ExportRequest) -> list[str]:
+    """The request's labels, or the defaults for its head (a request built without export() has none)."""
+    return request.labels or default_labels(request.num_classes)[0]

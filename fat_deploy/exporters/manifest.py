@@ -52,13 +52,11 @@ def validate_manifest(payload: dict[str, Any]) -> list[str]:
 def build_manifest(
     request: ExportRequest, fmt: ExportFormat, path: Path, details: dict[str, Any],
     verification: dict[str, Any], status: str, seconds: float, checkpoint: str | Path | None,
-    labels_source: str | None, deploy: bool,
+    labels_source: str, deploy: bool,
 ) -> dict[str, Any]:
     """The manifest of a verified artifact at ``path`` (see docs/DESIGN.md for the fields)."""
     spec = request.spec
     io = fmt.io_spec(request)
-    if labels_source is None and request.num_classes == 1000:
-        labels_source = "ImageNet-1k class indices (names in Core ML classifier: timm ImageNetInfo)"
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "model": request.model_name,
@@ -77,8 +75,7 @@ def build_manifest(
             "center_crop": list(request.img_size), "interpolation": spec.interpolation,
             "value_range": "RGB / 255 -> [0, 1]", "mean": list(spec.mean), "std": list(spec.std),
         },
-        "labels": {"source": labels_source or "class indices", "count": request.num_classes,
-                   **({"names": request.labels} if request.labels else {})},
+        "labels": {"source": labels_source, "count": request.num_classes, "names": request.labels},
         "file": {"name": path.name, "size_bytes": size_of(path), "sha256": sha256_of(path)},
         "format_details": details,
         "tool_versions": {**tool_versions(), "torch": torch.__version__},

@@ -7,7 +7,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch.nn as nn
@@ -16,6 +16,9 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.models.registry import ModelSpec, output_classes
 from fat_deploy.precision import CALIBRATED, PRECISIONS, QUANTIZED, Precision
 from fat_deploy.runtimes.base import option
+
+if TYPE_CHECKING:
+    from fat_deploy.exporters.evaluation import Evaluation
 
 __all__ = ["SIMULATION", "CALIBRATED", "PRECISIONS", "QUANTIZED", "Precision", "ExportFormat", "ExportRequest", "NoOptions",
            "QuantizationOptions", "UnsupportedOptionError", "RuntimeUnavailable", "get_format", "list_formats",
@@ -42,6 +45,7 @@ class ExportRequest:
     precision: str = "fp32"
     batch: int = 1
     labels: list[str] | None = None
+    evaluation: Evaluation | None = None  # --eval-dir: labeled images and the allowed top-1 drop
     # The format's own options (its ``Options`` dataclass, as a dict) and the quantization options.
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +111,9 @@ class ExportFormat(ABC):
     extra: ClassVar[str]  # pip extra that installs them
     Options: ClassVar[type] = NoOptions  # the format's own options, a frozen dataclass of :func:`option` fields
     calibration_methods: ClassVar[tuple[str, ...]] = ("minmax",)
+    artifact_tags: ClassVar[dict[str, str]] = {}  # switch option -> its tag in the file name (another form)
+    bundle_platform: ClassVar[str | None] = None  # --bundle: the platform folder ("android", "ios", "web")
+    bundle_options: ClassVar[dict[str, Any]] = {}  # --bundle: the options of the app-ready form
 
     @property
     def supported_options(self) -> frozenset[str]:
@@ -128,8 +135,9 @@ class ExportFormat(ABC):
         return None
 
     def artifact_name(self, model_name: str, precision: str, options: dict[str, Any]) -> str:
-        """``<model>_<format>_<precision><suffix>`` (see docs/DESIGN.md)."""
-        return f"{model_name}_{self.name}_{precision}{self.suffix}"
+        """``<model>_<format>_<precision>[_<tag>...]<suffix>`` (see docs/DESIGN.md)."""
+        tags = "".join(f"_{tag}" for option, tag in self.artifact_tags.items() if options.get(option))
+        return f"{model_name}_{self.name}_{precision}{tags}{self.suffix}"
 
     def runtime_form(self, deployed: nn.Module) -> nn.Module:
         """Exact rewrites of the deploy form that this runtime's kernels need (default: none)."""
@@ -141,6 +149,11 @@ class ExportFormat(ABC):
 
         Lines under ``summary_notes`` are also shown in the fat-export summary.
         """
+
+    def outputs_probabilities(self, request: ExportRequest) -> bool:
+        """True when the artifact outputs probabilities: ``run`` then returns log-probabilities, and verification
+        compares them centred (log-probabilities minus their mean: the logits up to the constant softmax drops)."""
+        return False
 
     def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:
         """Logits of the artifact for NCHW float32 ``inputs``; RuntimeUnavailable if it cannot run here.
@@ -161,9 +174,23 @@ class ExportFormat(ABC):
         """Structural problems found without running the artifact (empty when fine)."""
         return []
 
+    def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
+        """--bundle: a Markdown section on loading ``file_name`` in an app (what it takes, a short snippet)."""
+        return f"## {file_name}\n\nSee its manifest for the input and output tensors."
+
+    def write_bundle_extras(self, folder: Path, manifest: dict[str, Any]) -> list[str]:
+        """--bundle: files an app build needs beside the artifact (written into ``folder``); their names."""
+        return []
+
     @abstractmethod
     def io_spec(self, request: ExportRequest) -> dict[str, Any]:
         """Input/output names, shapes, dtypes and layout, for the manifest."""
+
+
+def require_module(module: str, flag: str, extra: str) -> None:
+    """Refuse an option whose package is not installed, naming the extra that installs it."""
+    if importlib.util.find_spec(module) is None:
+        raise UnsupportedOptionError(f"{flag} needs {module}: pip install 'fat-deploy[{extra}]'")
 
 
 def flag_of(options_type: type, name: str) -> str:

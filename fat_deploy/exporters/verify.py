@@ -127,3 +127,9 @@ def compare(reference: np.ndarray, candidate: np.ndarray, tolerance: Tolerance |
                 f"< {tolerance.min_top1_agreement}"
             )
     return result
+
+
+def is_tie(score: float, other: float, error: float) -> bool:
+    """Two classes may swap ranks only if their reference scores differ by less than twice the largest score
+    difference measured on that image: the swap is then within the measured numerical error."""
+    return abs(score - other) <= 2 * error + 1e-12

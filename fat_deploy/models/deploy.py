@@ -346,3 +346,16 @@ def to_deploy(model: nn.Module) -> nn.Module:
     for parameter in deployed.parameters():
         parameter.requires_grad_(False)
     return deployed.eval()
+
+
+class PixelNormalize(nn.Module):
+    """(x - mean) / std per channel inside the graph, for image inputs in [0, 1] (Core ML ImageType, MediaPipe)."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).reshape(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std).reshape(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) * self.inv_std)

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 
 from fat_deploy.exporters.calibration import batches, unbatch
+from fat_deploy.exporters.labels import class_names
+from fat_deploy.models.deploy import PixelNormalize
 from fat_deploy.exporters.registry import (
     SIMULATION,
     ExportFormat,
@@ -39,29 +41,6 @@ ACTIVATION_MODES = ("w8a8",)
 MINIMUM_TARGET = {"int4-block": "iOS18", "w8a8": "iOS17"}
 DEFAULT_TARGET = "iOS16"
 INPUT_KINDS = ("image", "tensor")
-
-
-class PixelNormalize(nn.Module):
-    """(x - mean) / std per channel, for inputs in [0, 1]: lets ImageType stay exact."""
-
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean).reshape(1, 3, 1, 1))
-        self.register_buffer("inv_std", 1.0 / torch.tensor(std).reshape(1, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) * self.inv_std)
-
-
-def default_labels(num_classes: int) -> tuple[list[str], str]:
-    """ImageNet-1k class names (from timm's metadata) for 1000 classes, else indices."""
-    if num_classes == 1000:
-        from timm.data import ImageNetInfo
-
-        info = ImageNetInfo()
-        return [info.index_to_description(i) for i in range(1000)], "ImageNet-1k names (timm ImageNetInfo)"
-    return [str(i) for i in range(num_classes)], "class indices"
 
 
 def deployment_target(request: ExportRequest) -> str:
@@ -101,6 +80,12 @@ class CoreMLFormat(ExportFormat):
     converter_modules = ("coremltools",)
     extra = "coreml"
     Options = CoreMLOptions
+    bundle_platform = "ios"
+
+    def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
+        from fat_deploy.runtimes.coreml.guide import guide
+
+        return guide(file_name, manifest)
 
     @staticmethod
     def input_kind(request: ExportRequest | dict[str, Any]) -> str:
@@ -138,7 +123,7 @@ class CoreMLFormat(ExportFormat):
             inputs = [ct.ImageType(name="image", shape=shape, scale=1 / 255.0, bias=[0.0, 0.0, 0.0],
                                    color_layout=ct.colorlayout.RGB)]
             if request.num_classes > 0:
-                classifier = ct.ClassifierConfig(request.labels or default_labels(request.num_classes)[0])
+                classifier = ct.ClassifierConfig(class_names(request))
         else:
             inputs = [ct.TensorType(name="input", shape=shape, dtype=np.float32)]
         with torch.no_grad():
@@ -294,7 +279,7 @@ class CoreMLFormat(ExportFormat):
         spec = self._load_spec(path)
         problems = []
         if self.input_kind(request) == "image" and request.num_classes > 0:
-            expected = request.labels or default_labels(request.num_classes)[0]
+            expected = class_names(request)
             if self.classifier_labels(spec) != expected:
                 problems.append("the classifier's class names differ from the labels asked for")
         if not spec.HasField("mlProgram"):

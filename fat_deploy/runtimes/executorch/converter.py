@@ -56,6 +56,12 @@ class ExecuTorchFormat(ExportFormat):
     runtime = "executorch (XNNPACK)"
     converter_modules = ("executorch", "torchao")
     extra = "executorch"
+    bundle_platform = "ios"
+
+    def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
+        from fat_deploy.runtimes.executorch.guide import guide
+
+        return guide(file_name, manifest)
 
     def runtime_form(self, deployed: nn.Module) -> nn.Module:
         """The deploy form XNNPACK takes whole (no LayerNorm, expand or split left to portable kernels)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import json
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -16,9 +17,13 @@ import torch
 from fat_deploy.runtimes.onnx.quantize import CALIBRATION_METHODS, ONNX_QUANTIZED, quantize
 from dataclasses import dataclass
 
-from fat_deploy.exporters.registry import ExportFormat, ExportRequest, explain_option, keep_float_option, option
+from fat_deploy.exporters.labels import class_names
+from fat_deploy.exporters.registry import (ExportFormat, ExportRequest, UnsupportedOptionError, explain_option,
+                                          keep_float_option, option, require_module)
 
 OPSET = 20
+IMAGE_BYTES_PHOTOS = 4  # shipped photos, each encoded as JPEG and PNG, for the --image-bytes check
+IMAGE_BYTES_TOLERANCE = 1e-4  # probabilities, absolute
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
@@ -101,6 +106,9 @@ def topologically_sorted(graph: Any) -> None:
 @dataclass(frozen=True)
 class OnnxOptions:
     dynamic_batch: bool = option("--dynamic-batch", "onnx: dynamic batch axis", default=False)
+    image_bytes: bool = option("--image-bytes", "onnx: take a JPEG/PNG file's bytes, return probabilities "
+                               "(onnxruntime-extensions pre/post-processing; apps register its custom-op library)",
+                               default=False)
     keep_float: list[str] | None = keep_float_option()
     explain: bool = explain_option()
 
@@ -114,6 +122,30 @@ class OnnxFormat(ExportFormat):
     extra = "onnx"
     Options = OnnxOptions
     calibration_methods = CALIBRATION_METHODS
+    artifact_tags = {"image_bytes": "image-bytes"}
+    bundle_platform = "web"
+
+    def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
+        from fat_deploy.runtimes.onnx.guide import guide
+
+        return guide(file_name, manifest)
+
+    def check_options(self, precision: str, options: dict[str, Any]) -> None:
+        super().check_options(precision, options)
+        if options.get("image_bytes"):
+            if options.get("dynamic_batch"):
+                raise UnsupportedOptionError("--image-bytes takes one encoded image; leave --dynamic-batch out")
+            require_module("onnxruntime_extensions", "--image-bytes", "apps")
+
+    def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:
+        """Logits; for --image-bytes, of the classifier inside the file (its decode/resize/softmax parts are
+        checked end to end on encoded photos at export)."""
+        if not request.options.get("image_bytes"):
+            return super().run(path, request, inputs, batch)
+        from fat_deploy.runtimes.onnx.image_bytes import PREPROCESSED, model_part, session
+
+        runner = session(model_part(path, OUTPUT_NAME))
+        return np.concatenate([runner.run([OUTPUT_NAME], {PREPROCESSED: inputs[i:i + 1]})[0] for i in range(len(inputs))])
 
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         import onnx
@@ -147,13 +179,30 @@ class OnnxFormat(ExportFormat):
             quant_details = quantize(request, simplified, quantized_path, INPUT_NAME)
             simplified = onnx.load(quantized_path)
             quantized_path.unlink()
+        image_bytes = bool(request.options.get("image_bytes"))
+        if image_bytes:
+            from fat_deploy.runtimes.onnx.image_bytes import add_image_bytes
+
+            if request.batch != 1:
+                raise UnsupportedOptionError("--image-bytes takes one encoded image; leave --batch out")
+            simplified = add_image_bytes(simplified, request, INPUT_NAME)
         for key, value in {
-            "model": request.model_name, "input_layout": "NCHW", "precision": request.precision,
+            "model": request.model_name, "precision": request.precision,
+            "input_layout": "JPEG/PNG bytes" if image_bytes else "NCHW",
             "mean": ",".join(map(str, request.spec.mean)), "std": ",".join(map(str, request.spec.std)),
         }.items():
             simplified.metadata_props.add(key=key, value=value)
+        if image_bytes:
+            simplified.metadata_props.add(key="labels", value=json.dumps(class_names(request)))
         onnx.checker.check_model(simplified)
         onnx.save(simplified, path)
+        if image_bytes:
+            return {"opset": OPSET, "exporter": "torch.onnx (dynamo) + onnxruntime-extensions pre/post-processing",
+                    "nodes": len(simplified.graph.node), "ops": op_histogram(simplified),
+                    "image_bytes": (check := self._image_bytes_check(request, path)),
+                    "summary_notes": [f"image bytes in: top-5 and probabilities match {check['reference']} on "
+                                      f"{len(check['files'])} JPEG/PNG files"],
+                    **quant_details}
         return {
             "opset": OPSET, "exporter": "torch.onnx (dynamo)", "simplifier": "onnxsim",
             "nodes_exported": nodes_exported, "nodes": len(simplified.graph.node),
@@ -164,7 +213,45 @@ class OnnxFormat(ExportFormat):
             **quant_details,
         }
 
+    def _image_bytes_check(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+        """Encoded shipped photos through the file; the reference sees the tensor the graph fed its model:
+        PyTorch for fp32, the classifier part of the same file for other precisions."""
+        from fat_deploy.exporters.calibration import sample_photos
+        from fat_deploy.runtimes.onnx.image_bytes import (PREPROCESSED, encoded_photos, image_bytes_check, model_part,
+                                                           session)
+
+        files = encoded_photos([np.asarray(image.convert("RGB")) for _, image in sample_photos(IMAGE_BYTES_PHOTOS)])
+        if request.precision == "fp32":
+            reference = "PyTorch (faithful model)"
+
+            def expected_of(tensor: np.ndarray) -> np.ndarray:
+                with torch.no_grad():
+                    return torch.softmax(request.reference(torch.from_numpy(tensor)), dim=-1).numpy()
+        else:
+            reference = "the classifier part of the same file"
+            inner = session(model_part(path, OUTPUT_NAME))
+
+            def expected_of(tensor: np.ndarray) -> np.ndarray:
+                logits = torch.from_numpy(inner.run([OUTPUT_NAME], {PREPROCESSED: tensor})[0])
+                return torch.softmax(logits, dim=-1).numpy()
+        check = image_bytes_check(path, files, expected_of, IMAGE_BYTES_TOLERANCE)
+        if not check["passed"]:
+            raise RuntimeError(f"image-bytes model disagrees with {reference}: {'; '.join(check['failures'])}")
+        return {**check, "reference": reference}
+
     def io_spec(self, request: ExportRequest) -> dict[str, Any]:
+        if request.options.get("image_bytes"):
+            from fat_deploy.runtimes.onnx.image_bytes import BYTES_INPUT, PROBABILITIES, shorter_side
+
+            return {
+                "input": {"name": BYTES_INPUT, "shape": ["num_bytes"], "dtype": "uint8",
+                          "values": f"the bytes of one JPEG or PNG file; decoded, shorter side resized to "
+                                    f"{shorter_side(request)} (bilinear, antialiased), centre-cropped and normalised "
+                                    "inside the graph",
+                          "custom_ops": "onnxruntime-extensions (SessionOptions.register_custom_ops_library)"},
+                "output": {"name": PROBABILITIES, "shape": [1, request.num_classes], "dtype": "float32",
+                           "meaning": "softmax probabilities (labels: the model's 'labels' metadata property)"},
+            }
         batch: int | str = "batch" if request.dynamic_batch else request.batch
         return {
             "input": {"name": INPUT_NAME, "shape": [batch, 3, *request.img_size], "dtype": "float32", "layout": "NCHW"},

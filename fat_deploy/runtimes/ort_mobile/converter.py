@@ -14,16 +14,52 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fat_deploy.exporters.registry import ExportRequest
+from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
 from fat_deploy.runtimes.onnx.converter import OnnxFormat
 
 TARGET_PLATFORM = "arm"
+OPERATORS_FILE = "required_operators.config"
+
+
+def merge_operator_configs(first: str, second: str) -> str:
+    """Two ``required_operators.config`` texts as one: comments of both, the union of each domain/opset's ops."""
+    comments, ops = [], {}
+    for line in (*first.splitlines(), *second.splitlines()):
+        if not line.strip() or line.startswith("#"):
+            if line.strip() and line not in comments:
+                comments.append(line)
+            continue
+        domain, opset, names = line.split(";")
+        ops.setdefault((domain, opset), set()).update(filter(None, names.split(",")))
+    body = [f"{domain};{opset};{','.join(sorted(names))}" for (domain, opset), names in sorted(ops.items())]
+    return "\n".join([*comments, *body]) + "\n"
 
 
 class OrtMobileFormat(OnnxFormat):
     name = "ort"
     suffix = ".ort"
     runtime = "onnxruntime (ORT format)"
+    bundle_platform = "android"
+
+    def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
+        from fat_deploy.runtimes.ort_mobile.guide import guide
+
+        return guide(file_name, manifest)
+
+    def write_bundle_extras(self, folder: Path, manifest: dict[str, Any]) -> list[str]:
+        """The operator list of a reduced ORT build (the ORT Mobile files of one folder share it)."""
+        target = folder / OPERATORS_FILE
+        text = manifest["format_details"]["required_operators_config"]
+        if target.exists():  # several .ort files: the union of their operators
+            text = merge_operator_configs(target.read_text(encoding="utf-8"), text)
+        target.write_text(text, encoding="utf-8")
+        return [OPERATORS_FILE]
+
+    def check_options(self, precision: str, options: dict[str, Any]) -> None:
+        if options.get("image_bytes"):
+            raise UnsupportedOptionError("--image-bytes needs onnxruntime-extensions' custom ops, which ORT Mobile's "
+                                         "prebuilt packages lack; use --format onnx --image-bytes")
+        super().check_options(precision, options)
 
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort

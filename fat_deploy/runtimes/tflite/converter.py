@@ -13,6 +13,8 @@ import torch
 
 from dataclasses import dataclass
 
+from fat_deploy.errors import FatDeployError
+from fat_deploy.exporters.verification import PROBABILITY_FLOOR
 from fat_deploy.exporters.registry import (
     ExportFormat,
     ExportRequest,
@@ -20,6 +22,7 @@ from fat_deploy.exporters.registry import (
     explain_option,
     keep_float_option,
     option,
+    require_module,
 )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # quiet the converter's native INFO lines
@@ -57,6 +60,16 @@ def check_keep_float_matches(path: Path, patterns: list[str]) -> None:
             "--explain lists them)")
 
 
+MEDIAPIPE_SCORE_TOLERANCE = 1e-4  # MediaPipe vs its reference, absolute, on probabilities
+
+
+def photos_from_pixels(request: ExportRequest, pixels: np.ndarray) -> np.ndarray:
+    """uint8 NHWC photos back to the normalised NCHW images that ``run`` takes."""
+    mean = np.asarray(request.spec.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(request.spec.std, np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std)
+
+
 def to_input_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """Float values as the input tensor wants them: as is, or quantized with its scale/zero point."""
     dtype = detail["dtype"]
@@ -80,6 +93,9 @@ class TFLiteOptions:
     nhwc: bool = option("--nhwc", "tflite: NHWC input layout", default=False)
     int8_io: bool = option("--int8-io", "tflite int8-static: int8 input/output tensors (default: float32 I/O, "
                            "drops into apps unchanged)", default=False)
+    mediapipe: bool = option("--mediapipe", "tflite: a file MediaPipe Tasks' ImageClassifier and the TFLite Task "
+                             "Library load as it is: NHWC RGB input in [0, 1], normalisation inside, softmax "
+                             "scores out, TFLite metadata with the labels", default=False)
     keep_float: list[str] | None = keep_float_option()
     explain: bool = explain_option()
 
@@ -92,11 +108,44 @@ class TFLiteFormat(ExportFormat):
     converter_modules = ("litert_torch", "ai_edge_litert")
     extra = "tflite"
     Options = TFLiteOptions
+    artifact_tags = {"mediapipe": "mediapipe"}
+    bundle_platform = "android"
+    bundle_options = {"mediapipe": True}
+
+    def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
+        from fat_deploy.runtimes.tflite.guide import guide
+
+        return guide(file_name, manifest)
 
     def check_options(self, precision: str, options: dict[str, Any]) -> None:
         super().check_options(precision, options)
         if options.get("int8_io") and precision != "int8-static":
             raise UnsupportedOptionError(f"--int8-io applies to int8-static only, not {precision}")
+        if options.get("mediapipe"):
+            if options.get("int8_io"):
+                raise UnsupportedOptionError("--mediapipe keeps float32 input/output (MediaPipe normalises the "
+                                             "image itself); leave --int8-io out")
+            require_module("mediapipe", "--mediapipe", "apps")
+
+    def outputs_probabilities(self, request: ExportRequest) -> bool:
+        return bool(request.options.get("mediapipe"))
+
+    @staticmethod
+    def graph_inputs(request: ExportRequest, normalized: np.ndarray) -> np.ndarray:
+        """Normalised NCHW images as the converted graph takes them (NHWC; in [0, 1] for --mediapipe)."""
+        if request.options.get("mediapipe"):
+            from fat_deploy.runtimes.tflite.app_form import to_app_input
+
+            return to_app_input(normalized, request.spec.mean, request.spec.std)
+        return normalized.transpose(0, 2, 3, 1) if request.nhwc else normalized
+
+    def run(self, path: Path, request: ExportRequest, inputs: np.ndarray, batch: int) -> np.ndarray:
+        """Logits; for --mediapipe, log-probabilities of the [0, 1] images (verification compares them with the
+        reference's log-softmax, as strict as logits up to a per-image constant)."""
+        if not request.options.get("mediapipe"):
+            return super().run(path, request, inputs, batch)
+        pixels = self.graph_inputs(request, inputs).transpose(0, 3, 1, 2)  # the runner lays NCHW out as NHWC
+        return np.log(np.maximum(super().run(path, request, np.ascontiguousarray(pixels), batch), PROBABILITY_FLOOR))
 
     def runtime_form(self, deployed: torch.nn.Module) -> torch.nn.Module:
         """LiteRT's CPU path is XNNPACK: the same form as ExecuTorch's (tiled large depthwise kernels, reduced
@@ -113,7 +162,12 @@ class TFLiteFormat(ExportFormat):
         _config.config.show_progress = False  # fat-export draws its own progress
         model = request.model
         example = torch.randn(request.batch, 3, *request.img_size)
-        if request.nhwc:
+        if request.options.get("mediapipe"):
+            from fat_deploy.runtimes.tflite.app_form import MediaPipeClassifier
+
+            model = MediaPipeClassifier(model, request.spec.mean, request.spec.std).eval()
+            example = torch.rand(request.batch, *request.img_size, 3)
+        elif request.nhwc:
             model = litert_torch.to_channel_last_io(model, args=[0])
             example = example.permute(0, 2, 3, 1).contiguous()
         with torch.no_grad():
@@ -125,7 +179,48 @@ class TFLiteFormat(ExportFormat):
         details.update({"ops": ops, "nodes": sum(ops.values()), "io": self._io_types(path)})
         if bad := non_builtin_ops(ops):
             raise RuntimeError(f"TFLite graph needs non-builtin ops {bad}; only builtin ops are allowed")
+        if request.options.get("mediapipe"):
+            details["mediapipe"] = self._attach_and_check(request, path)
+            details["summary_notes"] = [f"MediaPipe ImageClassifier loads it: top-5 and scores match "
+                                        f"{details['mediapipe']['reference']} on {details['mediapipe']['images']} photos"]
         return details
+
+    def _attach_and_check(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+        """Write the metadata and labels into the file, then classify the shipped photos with MediaPipe and compare
+        with PyTorch (float precisions) or with LiteRT running the same file (quantized ones)."""
+        from fat_deploy import __version__
+        from fat_deploy.exporters.calibration import verification_inputs
+        from fat_deploy.exporters.labels import class_names
+        from fat_deploy.runtimes.tflite.app_form import (ClassifierMetadata, MediaPipeClassifier, attach_metadata,
+                                                         mediapipe_check, read_metadata)
+
+        labels = class_names(request)
+        attach_metadata(path, ClassifierMetadata(
+            name=request.model_name, version=f"{request.precision}, fat-deploy {__version__}",
+            description=f"{request.model_name} image classifier ({request.spec.source}); {len(labels)} classes, "
+                        f"{request.img_size[0]}x{request.img_size[1]} RGB input",
+            author="fat-deploy", license="Weights: as licensed by their owner. FAT architecture: qhfan/FAT.",
+            labels=labels))
+        written = read_metadata(path)
+        if written.get("labels") != labels:
+            raise RuntimeError("the labels file read back from the TFLite metadata differs from the labels")
+        photos, _ = verification_inputs(request.spec, request.img_size)
+        pixels = np.round(self.graph_inputs(request, photos) * 255.0).astype(np.uint8)
+        if request.precision == "fp32":
+            reference = "PyTorch (faithful model)"
+            with torch.no_grad():
+                wrapped = MediaPipeClassifier(request.reference, request.spec.mean, request.spec.std).eval()
+                expected = wrapped(torch.from_numpy(pixels.astype(np.float32) / 255.0)).numpy()
+        else:
+            reference = "LiteRT running the same file"
+            try:
+                expected = np.exp(self.run(path, request, photos_from_pixels(request, pixels), 1))
+            except FatDeployError as error:  # the file we just wrote does not load: a conversion failure
+                raise RuntimeError(str(error)) from None
+        check = mediapipe_check(path, pixels, expected, MEDIAPIPE_SCORE_TOLERANCE)
+        if not check["passed"]:
+            raise RuntimeError(f"MediaPipe ImageClassifier disagrees with {reference}: {'; '.join(check['failures'])}")
+        return {**check, "reference": reference, "metadata": {k: v for k, v in written.items() if k != "labels"}}
 
     @staticmethod
     def _quantize(path: Path, request: ExportRequest) -> dict[str, Any]:
@@ -153,6 +248,14 @@ class TFLiteFormat(ExportFormat):
                                                       algorithm_key=AlgorithmName.NO_QUANTIZE)
             elif request.precision == "int8-static":
                 details["scheme"] = "static W8A8 with int8 input/output tensors (--int8-io)"
+            if request.precision == "int8-static" and request.options.get("mediapipe"):
+                # int8 probabilities (steps of 1/256) would zero every small score: the final softmax stays float.
+                from ai_edge_litert.interpreter import Interpreter
+
+                scores = Interpreter(str(path)).get_output_details()[0]["name"]
+                engine.update_quantization_recipe(regex=re.escape(scores),
+                                                  operation_name=qtyping.TFLOperationName.SOFTMAX,
+                                                  algorithm_key=AlgorithmName.NO_QUANTIZE)
             check_keep_float_matches(path, request.options.get("keep_float") or [])
             for pattern in request.options.get("keep_float") or []:
                 engine.update_quantization_recipe(regex=pattern_regex(pattern),
@@ -166,8 +269,7 @@ class TFLiteFormat(ExportFormat):
 
             samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
                                                  requested_size(request.options))
-            if request.nhwc:
-                samples = samples.transpose(0, 2, 3, 1)
+            samples = TFLiteFormat.graph_inputs(request, samples)
             signature, input_name = "serving_default", "args_0"
             calibration_result = engine.calibrate({signature: [{input_name: s[None]} for s in samples]})
             details["calibration"] = {"method": "minmax", "samples": len(samples), "images": sources}
@@ -184,8 +286,7 @@ class TFLiteFormat(ExportFormat):
             from fat_deploy.runtimes.tflite.explain import explain_tflite
 
             inputs, names = explain_inputs(request, sources)
-            if request.nhwc:
-                inputs = inputs.transpose(0, 2, 3, 1)
+            inputs = TFLiteFormat.graph_inputs(request, inputs)
             details["explain"] = {"images": names, "method": EXPLAIN_METHOD,
                                   "worst_layers": report(explain_tflite(float_path, path, inputs))}
         float_path.unlink()
@@ -213,6 +314,15 @@ class TFLiteFormat(ExportFormat):
 
     def io_spec(self, request: ExportRequest) -> dict[str, Any]:
         height, width = request.img_size
+        if request.options.get("mediapipe"):
+            return {
+                "input": {"name": "serving_default_args_0", "index": 0, "shape": [request.batch, height, width, 3],
+                          "dtype": "float32", "layout": "NHWC",
+                          "values": "RGB / 255 in [0, 1]; mean/std applied inside the graph (metadata: "
+                                    "NormalizationOptions mean 0, std 255)"},
+                "output": {"index": 0, "shape": [request.batch, request.num_classes], "dtype": "float32",
+                           "meaning": "softmax probabilities (labels in the file's metadata)"},
+            }
         shape = [request.batch, height, width, 3] if request.nhwc else [request.batch, 3, height, width]
         return {
             "input": {"name": "serving_default_args_0", "index": 0, "shape": shape, "dtype": "float32",

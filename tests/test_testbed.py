@@ -1,0 +1,65 @@
+"""The trained test bed (FAT-B0 on scikit-learn's digits) and quantization judged by held-out accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fat_deploy.exporters import export
+from fat_deploy.testbed import TestBed, build, split
+
+
+def test_held_out_split_is_disjoint_stratified_and_reproducible() -> None:
+    targets = np.repeat(np.arange(10), 50)
+    train, test = split(targets, held_out=100, seed=0)
+    assert len(test) == 100 and not set(train) & set(test) and len(train) + len(test) == 500
+    assert np.bincount(targets[test]).tolist() == [10] * 10
+    assert np.array_equal(split(targets, held_out=100, seed=0)[1], test)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> TestBed:
+    return build()  # trained once (minutes), then cached
+
+
+@pytest.mark.slow
+def test_testbed_is_trained_accurate_and_complete(testbed: TestBed) -> None:
+    assert testbed.record["float_top1_pytorch"] >= 90.0
+    assert testbed.labels.read_text().split() == [str(d) for d in range(10)]
+    counts = {folder.name: len(list(folder.glob("*.png"))) for folder in testbed.eval_dir.iterdir()}
+    assert sorted(counts) == [str(d) for d in range(10)] and sum(counts.values()) == testbed.record["held_out_images"]
+    assert len(list(testbed.calibration_dir.glob("*.png"))) >= 32
+
+
+@pytest.mark.slow
+def test_int8_is_judged_by_held_out_accuracy(testbed: TestBed, tmp_path: Path) -> None:
+    artifact = export("fat_b0", "onnx", "int8-static", tmp_path, checkpoint=testbed.checkpoint, labels=testbed.labels,
+                      img_size=128, eval_dir=testbed.eval_dir, calibration=testbed.calibration_dir)
+    assert artifact.status == "passed", artifact.error
+    accuracy = json.loads(artifact.manifest_path.read_text())["verification"]["accuracy"]  # type: ignore[union-attr]
+    assert accuracy["images"] == testbed.record["held_out_images"] and accuracy["gating"] == "top-1 drop"
+    assert accuracy["reference"]["top1"] >= 90.0 and accuracy["top1_drop_points"] <= 1.0
+    assert artifact.comparison is not None and artifact.comparison["top1"] == accuracy["artifact"]["top1"]
+
+
+@pytest.mark.slow
+def test_an_accuracy_drop_beyond_the_limit_fails_and_leaves_nothing(
+        testbed: TestBed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fat_deploy.runtimes.onnx.converter import OnnxFormat
+
+    run = OnnxFormat.run
+
+    def every_other_image_wrong(self, path, request, inputs, batch):  # type: ignore[no-untyped-def]
+        logits = run(self, path, request, inputs, batch)
+        if len(inputs) == testbed.record["held_out_images"]:  # the labeled set: swap the top class of half
+            logits[::2] = np.roll(logits[::2], 1, axis=1)
+        return logits
+
+    monkeypatch.setattr(OnnxFormat, "run", every_other_image_wrong)
+    artifact = export("fat_b0", "onnx", "fp32", tmp_path, checkpoint=testbed.checkpoint, labels=testbed.labels,
+                      img_size=128, eval_dir=testbed.eval_dir)
+    assert artifact.status == "failed" and "top-1 on" in str(artifact.error) and "drops" in str(artifact.error)
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.json"))
