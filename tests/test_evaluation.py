@@ -71,3 +71,21 @@ def test_eval_options_need_eval_dir_and_a_sane_drop(tmp_path: Path) -> None:
     bad_map.write_text('{"3": 5000}')
     with pytest.raises(FatDeployError, match="maps to class 5000, the model has 1000 classes"):
         export("fat_b0", "onnx", out=tmp_path, eval_dir=root, eval_map=bad_map)
+
+
+def test_quantization_options_go_to_the_precisions_they_apply_to(tmp_path: Path) -> None:
+    import argparse
+
+    from fat_deploy.cli.export import _format_options, build_parser
+    from fat_deploy.exporters.registry import get_format
+
+    args = build_parser().parse_args(["--model", "fat_b0", "--precision", "fp32", "int8-static",
+                                      "--calibration", str(tmp_path), "--keep-float", "head"])
+    args.bundle = None
+    onnx = get_format("onnx")
+    assert _format_options(args, onnx, "fp32") == {}
+    assert _format_options(args, onnx, "int8-static") == {"calibration": str(tmp_path), "keep_float": ["head"]}
+    lone: argparse.Namespace = build_parser().parse_args(["--model", "fat_b0", "--precision", "fp32", "int8-dynamic",
+                                                          "--calibration", str(tmp_path)])
+    lone.bundle = None
+    assert _format_options(lone, onnx, "fp32") == {"calibration": str(tmp_path)}  # no precision takes it: refused

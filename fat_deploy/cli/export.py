@@ -29,7 +29,7 @@ from fat_deploy.exporters.bundle import bundle_staging, check_bundle_target, pla
 from fat_deploy.exporters.manifest import manifest_path_for
 from fat_deploy.exporters.options import all_option_fields, is_set, option_kind, options_for
 from fat_deploy.exporters.placement import check_targets, prepare_output_dir
-from fat_deploy.exporters.registry import PRECISIONS, ExportFormat, get_format, list_formats
+from fat_deploy.exporters.registry import PRECISIONS, QUANTIZED, ExportFormat, get_format, list_formats
 from fat_deploy.models.registry import get_spec
 
 PROG = "fat-export"
@@ -92,7 +92,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str]]:
         for precision in dict.fromkeys(args.precision):
             if every and precision in PRECISIONS and precision not in fmt.precisions:
                 continue  # 'all' means every format that has this precision
-            check_request_options(fmt, precision, _format_options(args, fmt, every))
+            check_request_options(fmt, precision, _format_options(args, fmt, precision, every))
             plan.append((name, precision))
     if not plan:
         raise FatDeployError(f"no format supports precision {', '.join(args.precision)}")
@@ -104,11 +104,18 @@ def _given_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in all_option_fields() if is_set(getattr(args, name))}
 
 
-def _format_options(args: argparse.Namespace, fmt: ExportFormat, every: bool = True) -> dict[str, Any]:
-    """The options one format gets: the given ones it has ('all' drops the others), plus its app-ready form's
-    options with --bundle."""
+def _format_options(args: argparse.Namespace, fmt: ExportFormat, precision: str, every: bool = True) -> dict[str, Any]:
+    """The options one export gets: the given ones its format has ('all' drops the others), its app-ready form's
+    options with --bundle, and, when several precisions are asked for, the quantization options only for the
+    precisions they apply to (the plan still refuses them if no precision takes them)."""
     given = _given_options(args)
     options = options_for(fmt, given) if every or args.bundle else given
+    if len(set(args.precision)) > 1:
+        applies = {"calibration": CALIBRATED, "calibration_size": CALIBRATED, "calibration_method": CALIBRATED,
+                   "keep_float": QUANTIZED, "explain": QUANTIZED}
+        for name, modes in applies.items():
+            if name in options and precision not in modes and any(p in modes for p in args.precision):
+                del options[name]
     return {**options, **fmt.bundle_options} if args.bundle else options
 
 
@@ -192,7 +199,7 @@ def _export_all(args: argparse.Namespace) -> int:
         out_dir = prepare_output_dir(args.out or "exports")
         for fmt_name, precision in plan:
             fmt = get_format(fmt_name)
-            target = out_dir / fmt.artifact_name(spec.name, precision, _format_options(args, fmt))
+            target = out_dir / fmt.artifact_name(spec.name, precision, _format_options(args, fmt, precision))
             check_targets(target, manifest_path_for(target), args.force)
         artifacts = _run_plan(args, spec.name, plan, img_size, out_dir)
     return _report(args, artifacts)
@@ -218,7 +225,7 @@ def _run_plan(args: argparse.Namespace, model: str, plan: list[tuple[str, str]],
                 checkpoint=args.checkpoint, img_size=img_size, batch=args.batch, labels=args.labels,
                 eval_dir=args.eval_dir, eval_map=args.eval_map, max_accuracy_drop=args.max_accuracy_drop,
                 deploy=not args.no_deploy, verify=not args.no_verify, force=args.force, on_stage=stage,
-                **_format_options(args, fmt),
+                **_format_options(args, fmt, precision),
             )
             artifacts.append(artifact)
             progress.update(task, description=f"{label}: {artifact.status}", total=1, completed=1)
