@@ -100,8 +100,10 @@ def centre(batch: torch.Tensor) -> torch.Tensor:
     return batch[:, :, start:start + IMG_SIZE, start:start + IMG_SIZE]
 
 
-def train(epochs: int = EPOCHS, log: bool = False) -> tuple[nn.Module, dict[str, object], np.ndarray, np.ndarray]:
-    """Train FAT-B0 on the digits; returns the model (eval mode), its record, pictures and the split."""
+def train(epochs: int = EPOCHS, log: bool = False) -> tuple[nn.Module, dict[str, object], np.ndarray, np.ndarray,
+                                                             np.ndarray]:
+    """Train FAT-B0 on the digits; returns the model (eval mode), its record, the pictures, their labels and the
+    held-out indices."""
     from fat_deploy.models import create_model
 
     torch.manual_seed(SEED)
@@ -136,7 +138,7 @@ def train(epochs: int = EPOCHS, log: bool = False) -> tuple[nn.Module, dict[str,
         "seed": SEED, "float_top1_pytorch": round(top1, 2), "train_seconds": round(time.perf_counter() - started, 1),
         "torch_threads": torch.get_num_threads(),
     }
-    return model, record, pictures, test_idx
+    return model, record, pictures, targets, test_idx
 
 
 def write(folder: Path, epochs: int = EPOCHS, log: bool = False) -> None:
@@ -144,8 +146,7 @@ def write(folder: Path, epochs: int = EPOCHS, log: bool = False) -> None:
 
     from fat_deploy.environment import host_info
 
-    model, record, pictures, test_idx = train(epochs, log)
-    _, targets = digit_pictures()
+    model, record, pictures, targets, test_idx = train(epochs, log)
     train_idx = np.setdiff1d(np.arange(len(targets)), test_idx)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / CHECKPOINT))
     (folder / "labels.txt").write_text("".join(f"{name}\n" for name in CLASSES), encoding="utf-8")

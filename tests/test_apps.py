@@ -21,7 +21,7 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.exporters.bundle import INDEX, check_bundle_target
 from fat_deploy.exporters.calibration import sample_photos
-from fat_deploy.exporters.labels import default_labels
+from fat_deploy.exporters.labels import default_labels, read_labels
 from fat_deploy.exporters.placement import PlacementError
 from fat_deploy.models import create_model, get_spec
 from fat_deploy.runtimes.ort_mobile.converter import merge_operator_configs
@@ -66,7 +66,8 @@ def test_app_options_are_refused_where_they_cannot_apply(tmp_path: Path) -> None
 def test_default_labels_are_imagenet_names_or_indices() -> None:
     names, source = default_labels(1000)
     assert names[0] == "tench, Tinca tinca" and len(names) == 1000 and "ImageNet" in source
-    assert names[134] == names[517] == "crane"  # ImageNet-1k's own names: the bird and the machine
+    assert (names[134], names[517]) == ("crane (n02012849)", "crane (n03126707)")  # ImageNet's two "crane"s
+    assert len(set(names)) == 1000
     assert default_labels(3) == (["0", "1", "2"], "class indices (no --labels given)")
 
 
@@ -161,6 +162,7 @@ def test_bundle_holds_what_each_platform_needs_and_is_placed_whole(
     assert {"fat_b0_onnx_fp32.onnx", "labels.txt", "README.md"} <= web
     for platform in ("android", "ios", "web"):
         assert (bundle / platform / "labels.txt").read_text().splitlines() == default_labels(1000)[0]
+        assert read_labels(bundle / platform / "labels.txt", 1000) == default_labels(1000)[0]  # --labels takes it
         readme = (bundle / platform / "README.md").read_text()
         assert "resize the shorter side to 73 px" in readme and "centre-crop 64 x 64" in readme
         assert "not compiled" in readme

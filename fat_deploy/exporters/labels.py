@@ -34,19 +34,24 @@ def check_labels(labels: list[str], num_classes: int, source: str = "labels") ->
 
 
 def default_labels(num_classes: int) -> tuple[list[str], str]:
-    """ImageNet-1k class names (timm's ImageNet metadata) for a 1000-class head, else the class indices."""
+    """ImageNet-1k class names (timm's ImageNet metadata) for a 1000-class head, else the class indices.
+
+    ImageNet names two classes "crane" (the bird and the machine); those get their WordNet id appended, so the
+    names are unique and a labels file written from them is accepted back by ``--labels``."""
     if num_classes == 1000:
         from timm.data import ImageNetInfo
 
         info = ImageNetInfo()
-        return [info.index_to_description(i) for i in range(1000)], "ImageNet-1k names (timm ImageNetInfo)"
+        names = [info.index_to_description(i) for i in range(1000)]
+        repeated = {name for name in names if names.count(name) > 1}
+        names = [f"{name} ({info.index_to_label_name(i)})" if name in repeated else name for i, name in enumerate(names)]
+        return names, "ImageNet-1k names (timm ImageNetInfo)"
     return [str(i) for i in range(num_classes)], "class indices (no --labels given)"
 
 
 def labels_text(labels: list[str]) -> str:
     """A labels file: one name per line, in class-index order (what TFLite metadata, MediaPipe and apps read)."""
     return "".join(f"{label}\n" for label in labels)
-
 
 
 def class_names(request: ExportRequest) -> list[str]:

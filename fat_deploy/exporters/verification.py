@@ -65,8 +65,9 @@ def verify_artifact(
     else:
         inputs, names = verification_inputs(request.spec, request.img_size)
     reference = reference_logits(request.reference, inputs)
-    as_scores = centred if fmt.outputs_probabilities(request) else (lambda outputs: outputs)
-    reference = as_scores(log_probabilities(reference)) if fmt.outputs_probabilities(request) else reference
+    as_scores: Callable[[np.ndarray], np.ndarray] = lambda outputs: outputs  # noqa: E731
+    if fmt.outputs_probabilities(request):  # run() gives log-probabilities: compare both sides centred
+        as_scores, reference = centred, centred(log_probabilities(reference))
     result: dict[str, Any] = {"inputs": names, "tolerance": tolerance.as_dict(), "runtime": fmt.runtime,
                               "reference": "fp32 PyTorch model (faithful form)"}
     problems = fmt.inspect(path, request)

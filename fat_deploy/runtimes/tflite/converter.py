@@ -71,13 +71,6 @@ FLOAT_OPS_REASON = ("no XNNPACK int8 kernel for them here: quantized, they ran o
 MEDIAPIPE_SCORE_TOLERANCE = 1e-4  # MediaPipe vs its reference, absolute, on probabilities
 
 
-def photos_from_pixels(request: ExportRequest, pixels: np.ndarray) -> np.ndarray:
-    """uint8 NHWC photos back to the normalised NCHW images that ``run`` takes."""
-    mean = np.asarray(request.spec.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(request.spec.std, np.float32).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray((pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std)
-
-
 def to_input_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """Float values as the input tensor wants them: as is, or quantized with its scale/zero point."""
     dtype = detail["dtype"]
@@ -152,8 +145,12 @@ class TFLiteFormat(ExportFormat):
         reference's log-softmax, as strict as logits up to a per-image constant)."""
         if not request.options.get("mediapipe"):
             return super().run(path, request, inputs, batch)
-        pixels = self.graph_inputs(request, inputs).transpose(0, 3, 1, 2)  # the runner lays NCHW out as NHWC
-        return np.log(np.maximum(super().run(path, request, np.ascontiguousarray(pixels), batch), PROBABILITY_FLOOR))
+        pixels = self.graph_inputs(request, inputs)
+        return np.log(np.maximum(self._probabilities(path, request, pixels, batch), PROBABILITY_FLOOR))
+
+    def _probabilities(self, path: Path, request: ExportRequest, pixels: np.ndarray, batch: int) -> np.ndarray:
+        """What a --mediapipe file outputs for NHWC images in [0, 1], run by the harness's LiteRT runner."""
+        return super().run(path, request, np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)), batch)  # runner: NCHW in
 
     def runtime_form(self, deployed: torch.nn.Module) -> torch.nn.Module:
         """LiteRT's CPU path is XNNPACK: the same form as ExecuTorch's (tiled large depthwise kernels, reduced
@@ -189,13 +186,14 @@ class TFLiteFormat(ExportFormat):
             raise RuntimeError(f"TFLite graph needs non-builtin ops {bad}; only builtin ops are allowed")
         if request.options.get("mediapipe"):
             details["mediapipe"] = self._attach_and_check(request, path)
-            details["summary_notes"] = [f"MediaPipe ImageClassifier loads it: top-5 and scores match "
-                                        f"{details['mediapipe']['reference']} on {details['mediapipe']['images']} photos"]
+            details.setdefault("summary_notes", []).append(
+                f"MediaPipe ImageClassifier loads it: top-5 and scores match {details['mediapipe']['reference']} "
+                f"on {details['mediapipe']['images']} photos")
         return details
 
     def _attach_and_check(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         """Write the metadata and labels into the file, then classify the shipped photos with MediaPipe and compare
-        with PyTorch (float precisions) or with LiteRT running the same file (quantized ones)."""
+        with PyTorch (fp32) or with LiteRT running the same file (other precisions)."""
         from fat_deploy import __version__
         from fat_deploy.exporters.calibration import verification_inputs
         from fat_deploy.exporters.labels import class_names
@@ -222,7 +220,7 @@ class TFLiteFormat(ExportFormat):
         else:
             reference = "LiteRT running the same file"
             try:
-                expected = np.exp(self.run(path, request, photos_from_pixels(request, pixels), 1))
+                expected = self._probabilities(path, request, pixels.astype(np.float32) / 255.0, 1)
             except FatDeployError as error:  # the file we just wrote does not load: a conversion failure
                 raise RuntimeError(str(error)) from None
         check = mediapipe_check(path, pixels, expected, MEDIAPIPE_SCORE_TOLERANCE)
