@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn as nn
@@ -15,6 +17,7 @@ from fat_deploy.models.deploy import (
     ReducedChannelSpatialNorm,
     TiledDepthwiseConv,
     convert_sync_batchnorm,
+    litert_form,
     xnnpack_form,
 )
 from fat_deploy.models.fat import FAT_CONFIGS
@@ -35,11 +38,14 @@ def test_deploy_form_is_equivalent(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(FAT_CONFIGS))
-def test_xnnpack_form_is_equivalent(name: str) -> None:
+@pytest.mark.parametrize("form", [xnnpack_form, litert_form])
+def test_xnnpack_form_is_equivalent(name: str, form: Callable[[nn.Module], nn.Module]) -> None:
     torch.manual_seed(2)
     model = randomize_norm_stats(create_model(name), seed=2)
-    deployed = xnnpack_form(to_deploy(model))
+    deployed = form(to_deploy(model))
     assert not any(type(m) is ChannelSpatialNorm for m in deployed.modules())
+    assert all(m.channel_mean_by_reshape == (form is xnnpack_form)
+               for m in deployed.modules() if isinstance(m, ReducedChannelSpatialNorm))
     assert any(isinstance(m, ReducedChannelSpatialNorm) and m.weight is not None for m in deployed.modules())
     assert all(m.batched_heads for m in deployed.modules() if isinstance(m, DeployFASA))
     assert not any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.kernel_size[0] > 5 for m in deployed.modules())

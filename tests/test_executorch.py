@@ -99,7 +99,8 @@ def test_fp32_pte_is_verified_and_reports_delegation(tmp_path: Path, trained_loo
     assert delegation["by_op"]["convolution"]["delegated"] > 0
     assert delegation["portable_by_op"] == {} and delegation["delegated_subgraphs"] == 1
     assert manifest["tool_versions"]["executorch"] and manifest["input"]["shape"] == [1, 3, 64, 64]
-    assert any(note.startswith("XNNPACK:") for note in artifact.notes)
+    coverage = manifest["format_details"]["coverage"]  # read back from the .pte: one delegate call, no kernel call
+    assert coverage["ops"] == {"delegate:XnnpackBackend": 1} and "XNNPACK whole" in artifact.notes
 
 
 @pytest.mark.slow

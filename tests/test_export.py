@@ -168,6 +168,13 @@ def test_tflite_nhwc_input(tmp_path: Path) -> None:
     assert artifact.status == "passed", artifact.error
     (source,) = Interpreter(str(artifact.path)).get_input_details()
     assert list(source["shape"]) == [1, 96, 96, 3]
+    coverage = json.loads(artifact.manifest_path.read_text())["format_details"]["coverage"]  # type: ignore[union-attr]
+    xnnpack = coverage["accelerators"][0]
+    assert xnnpack["name"] == "XNNPACK" and xnnpack["partitions"] == 1 and xnnpack["outside"] == {}
+    assert xnnpack["takes"] == xnnpack["total"] == sum(coverage["ops"].values()) and "XNNPACK whole" in artifact.notes
+    # LiteRT's form keeps the norms in NHWC: at most 5 layout transposes per FAT-B0 block (12 blocks; 115 in all
+    # when the norms' channel mean went through a reshape).
+    assert coverage["layout_transposes"] == coverage["ops"]["TRANSPOSE"] <= 5 * 12
 
 
 @pytest.mark.slow
@@ -274,11 +281,14 @@ def test_manifest_resize_contract_is_what_preprocessing_does(size: int) -> None:
 @pytest.mark.slow
 def test_onnx_manifest_says_what_ort_mobile_would_take(tmp_path: Path) -> None:
     artifact = export("fat_b0", "onnx", out=tmp_path, img_size=64)
-    report = json.loads(artifact.manifest_path.read_text())["format_details"]["ort_mobile"]  # type: ignore[union-attr]
+    coverage = json.loads(artifact.manifest_path.read_text())["format_details"]["coverage"]  # type: ignore[union-attr]
+    report = {entry["name"]: entry for entry in coverage["accelerators"]}
     assert set(report) == {"NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram"}
     for info in report.values():
-        assert 0 < info["supported_nodes"] <= info["nodes"] and info["partitions"] >= 1
-    # FAT's Gelu and LayerNormalization are outside NNAPI's op table; the ML program EP takes every node.
-    assert {"Gelu", "LayerNormalization"} <= set(report["NNAPI"]["unsupported_ops"])
-    assert report["CoreML MLProgram"]["supported_nodes"] == report["CoreML MLProgram"]["nodes"]
-    assert any(note.startswith("ORT Mobile: NNAPI ") for note in artifact.notes)
+        assert 0 < info["takes"] <= info["total"] and info["partitions"] >= 1
+    # FAT's Gelu and LayerNormalization are outside NNAPI's op table (each counted); the ML program EP takes all.
+    assert report["NNAPI"]["outside"]["LayerNormalization"] == coverage["ops"]["LayerNormalization"] > 0
+    assert report["NNAPI"]["outside"]["Gelu"] == coverage["ops"]["Gelu"] > 0
+    assert report["CoreML MLProgram"]["takes"] == report["CoreML MLProgram"]["total"]
+    assert coverage["layout_transposes"] == coverage["ops"].get("Transpose", 0)
+    assert any(note.startswith("NNAPI ") and "CoreML MLProgram whole" in note for note in artifact.notes)

@@ -33,6 +33,13 @@ def test_ort_file_is_portable_verified_and_lists_its_operators(tmp_path: Path) -
     config = manifest["format_details"]["required_operators_config"]
     assert "ai.onnx;" in config and "Conv" in config and f"# - {artifact.path.name}" in config
     assert "nchwc" not in config.lower() and ".fat-export" not in config  # portable; no temporary paths
+    # The file's own ops are read back from the flatbuffer; the EPs' shares come from the ONNX it was made from.
+    coverage = manifest["format_details"]["coverage"]
+    assert coverage["format"] == "ort" and coverage["ops"]["LayerNormalization"] > 0
+    assert all(not entry["checked"] for entry in coverage["accelerators"])
+    eps = {entry["name"]: entry for entry in manifest["format_details"]["source_onnx_eps"]}
+    assert eps["NNAPI"]["outside"]["Gelu"] > 0 and eps["CoreML MLProgram"]["partitions"] == 1
+    assert any(note.startswith("NNAPI ") and "converted from" in note for note in artifact.notes)
     options = ort.SessionOptions()
     options.add_session_config_entry("session.load_model_format", "ORT")  # as ORT Mobile loads it
     session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])

@@ -221,6 +221,21 @@ def _check_export_arguments(arguments: dict[str, Any]) -> None:
         require_str_list("labels", labels)
 
 
+def _coverage(fmt: ExportFormat, staged: Path, notes: list[str]) -> dict[str, Any]:
+    """The artifact's coverage report for the manifest; its accelerator line goes to the summary notes. A file the
+    reader cannot open is left to verification to judge; the manifest says why it has no report."""
+    try:
+        with native_stdout_to_stderr():
+            report = fmt.coverage(staged)
+    except Exception as error:  # noqa: BLE001 - reported in the manifest
+        return {"unavailable": _one_line(error)}
+    if report is None:
+        return {"unavailable": f"no coverage reader for {fmt.name}"}
+    if line := report.summary_line():
+        notes.append(line)
+    return report.as_dict()
+
+
 def _convert_and_verify(
     fmt: ExportFormat, request: ExportRequest, staged: Path, artifact: Artifact, *, verify: bool,
     tolerance: Tolerance | None, stage: Callable[[str], None], checkpoint: str | Path | None,
@@ -244,6 +259,7 @@ def _convert_and_verify(
         artifact.notes.append(f"slower than its float version: {latency['speedup']:.2f}x the speed "
                               f"({latency['float_ms']} -> {latency['quantized_ms']} ms, {latency['runtime']}, 1 thread)")
     artifact.notes.extend(details.get("summary_notes", []))
+    details["coverage"] = _coverage(fmt, staged, artifact.notes)
     calibrated_on = (details.get("calibration") or {}).get("images") or []
     simulation = details.pop(SIMULATION, None)
     check = tolerance or TOLERANCES[request.precision]

@@ -18,6 +18,7 @@ from fat_deploy.precision import CALIBRATED, PRECISIONS, QUANTIZED, Precision
 from fat_deploy.runtimes.base import option
 
 if TYPE_CHECKING:
+    from fat_deploy.exporters.coverage import Coverage
     from fat_deploy.exporters.evaluation import Evaluation
 
 __all__ = ["SIMULATION", "CALIBRATED", "PRECISIONS", "QUANTIZED", "Precision", "ExportFormat", "ExportRequest", "NoOptions",
@@ -169,6 +170,11 @@ class ExportFormat(ABC):
         runner = backend.load(LoadRequest(model_name=request.model_name, model=None, artifact=path, batch=batch,
                                           img_size=request.img_size, threads=1))
         return unbatch([runner.logits(runner.prepare(group)) for group in batches(inputs, batch)], len(inputs))
+
+    def coverage(self, path: Path) -> Coverage | None:
+        """The file's ops by type, layout transposes and each accelerator path's share, read from the file itself
+        (``fat-inspect``, and every manifest); None when the format has no reader."""
+        return None
 
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:
         """Structural problems found without running the artifact (empty when fine)."""

@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 
 from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
+from fat_deploy.exporters.coverage import Coverage
 from fat_deploy.exporters.registry import ExportFormat, ExportRequest
-from fat_deploy.runtimes.executorch.delegation import delegation_line, delegation_report
+from fat_deploy.runtimes.executorch.delegation import delegation_report
 
 
 def lower_to_xnnpack(model: nn.Module, example: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
@@ -90,7 +91,7 @@ class ExecuTorchFormat(ExportFormat):
         else:
             program, report = lower_to_xnnpack(request.model.eval(), example)
         path.write_bytes(program)
-        details.update({"delegation": report, "summary_notes": [delegation_line(report)]})
+        details["delegation"] = report
         return details
 
     @staticmethod
@@ -105,6 +106,11 @@ class ExecuTorchFormat(ExportFormat):
             quant_path.write_bytes(program)
             latency = artifact_latency("executorch", float_path, quant_path, request.img_size, request.batch)
         return {"float_size_bytes": len(float_program), "latency": latency}
+
+    def coverage(self, path: Path) -> Coverage:
+        from fat_deploy.runtimes.executorch.coverage import pte_coverage
+
+        return pte_coverage(path)
 
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:
         from executorch.runtime import Runtime

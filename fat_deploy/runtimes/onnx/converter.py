@@ -6,17 +6,17 @@ import ast
 import contextlib
 import io
 import json
-import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fat_deploy.runtimes.onnx.coverage import op_histogram
 from fat_deploy.runtimes.onnx.quantize import CALIBRATION_METHODS, ONNX_QUANTIZED, quantize
 from dataclasses import dataclass
 
+from fat_deploy.exporters.coverage import Coverage
 from fat_deploy.exporters.labels import class_names
 from fat_deploy.exporters.registry import (ExportFormat, ExportRequest, UnsupportedOptionError, explain_option,
                                           keep_float_option, option, require_module)
@@ -25,51 +25,6 @@ OPSET = 20
 IMAGE_BYTES_PHOTOS = 4  # shipped photos, each encoded as JPEG and PNG, for the --image-bytes check
 IMAGE_BYTES_TOLERANCE = 1e-4  # probabilities, absolute
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-
-
-def op_histogram(model: Any) -> dict[str, int]:
-    return dict(Counter(node.op_type for node in model.graph.node).most_common())
-
-
-MOBILE_EPS = (("NNAPI", None), ("CoreML NeuralNetwork", "coreml_supported_neuralnetwork_ops.md"),
-              ("CoreML MLProgram", "coreml_supported_mlprogram_ops.md"))
-
-
-def mobile_usability(path: Path) -> dict[str, dict[str, Any]]:
-    """What ORT Mobile's NNAPI and Core ML execution providers would take of the model (onnxruntime's own
-    usability checker, on the model optimised at the BASIC level as ORT Mobile loads it): nodes, supported nodes,
-    partitions (each a hand-over between the accelerator and the CPU), unsupported op types, verdict."""
-    from onnxruntime.tools.mobile_helpers import usability_checker as checker
-    from onnxruntime.tools.onnx_model_utils import optimize_model
-
-    with tempfile.TemporaryDirectory() as folder:
-        optimized = Path(folder) / "basic.onnx"
-        optimize_model(path, optimized, use_external_initializers=True)
-        model = checker.ModelProtoWithShapeInfo(optimized).model_with_shape_info
-        report = {}
-        for ep, ops_table in MOBILE_EPS:
-            info = (checker.check_nnapi_partitions(model, True) if ops_table is None
-                    else checker.check_coreml_partitions(model, True, ops_table))
-            report[ep] = {
-                "nodes": info.num_nodes, "supported_nodes": info.num_supported_nodes,
-                "partitions": info.num_partitions,
-                "unsupported_ops": sorted(op.split(":")[-1] for op in info.unsupported_ops),
-                "verdict": {"YES": "takes it whole or nearly", "MAYBE": "partly", "NO": "poorly"}.get(
-                    info.suitability().name, info.suitability().name),
-            }
-    return report
-
-
-def mobile_usability_line(report: dict[str, dict[str, Any]]) -> str:
-    """One line for the summary: ``NNAPI 39 partitions (Gelu, LayerNormalization); CoreML MLProgram whole``."""
-    parts = []
-    for ep, info in report.items():
-        if info["partitions"] == 1 and info["supported_nodes"] == info["nodes"]:
-            parts.append(f"{ep} whole")
-        else:
-            missing = f" ({', '.join(info['unsupported_ops'])})" if info["unsupported_ops"] else ""
-            parts.append(f"{ep} {info['partitions']} partitions{missing}")
-    return "ORT Mobile: " + "; ".join(parts)
 
 
 def name_nodes_by_module(graph: Any) -> None:
@@ -124,6 +79,11 @@ class OnnxFormat(ExportFormat):
     calibration_methods = CALIBRATION_METHODS
     artifact_tags = {"image_bytes": "image-bytes"}
     bundle_platform = "web"
+
+    def coverage(self, path: Path) -> Coverage:
+        from fat_deploy.runtimes.onnx.coverage import onnx_coverage
+
+        return onnx_coverage(path)
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
         from fat_deploy.runtimes.onnx.guide import guide
@@ -208,8 +168,6 @@ class OnnxFormat(ExportFormat):
             "nodes_exported": nodes_exported, "nodes": len(simplified.graph.node),
             "ops": op_histogram(simplified),
             "io_dtype": "float32" + (" (float16 graph, float32 I/O)" if request.precision == "fp16" else ""),
-            "ort_mobile": (mobile := mobile_usability(path)),
-            "summary_notes": [mobile_usability_line(mobile)],
             **quant_details,
         }
 

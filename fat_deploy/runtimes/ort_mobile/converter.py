@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fat_deploy.exporters.coverage import Coverage
+from fat_deploy.runtimes.onnx.coverage import SOURCE_EPS, mobile_accelerators
 from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
 from fat_deploy.runtimes.onnx.converter import OnnxFormat
 
@@ -41,6 +44,11 @@ class OrtMobileFormat(OnnxFormat):
     runtime = "onnxruntime (ORT format)"
     bundle_platform = "android"
 
+    def coverage(self, path: Path) -> Coverage:
+        from fat_deploy.runtimes.onnx.coverage import ort_format_coverage
+
+        return ort_format_coverage(path)
+
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
         from fat_deploy.runtimes.ort_mobile.guide import guide
 
@@ -67,6 +75,7 @@ class OrtMobileFormat(OnnxFormat):
         with tempfile.TemporaryDirectory(dir=path.parent) as folder:
             onnx_path = Path(folder) / f"{path.stem}.onnx"
             details = super().convert(request, onnx_path)
+            eps = mobile_accelerators(onnx_path)
             out = Path(folder) / "ort"
             with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its progress
                 convert_onnx_models_to_ort(onnx_path, output_dir=out, optimization_styles=[OptimizationStyle.Fixed],
@@ -81,5 +90,8 @@ class OrtMobileFormat(OnnxFormat):
             "ort_converter": "onnxruntime.tools.convert_onnx_models_to_ort",
             "ort_optimization": f"Fixed style, target platform {TARGET_PLATFORM} (no NCHWc: portable)",
             "required_operators_config": operators,
+            SOURCE_EPS: [asdict(accelerator) for accelerator in eps],
         })
+        details.setdefault("summary_notes", []).append(
+            "; ".join(a.line() for a in eps) + " (checked on the ONNX graph it was converted from)")
         return details

@@ -14,6 +14,7 @@ import torch
 from dataclasses import dataclass
 
 from fat_deploy.errors import FatDeployError
+from fat_deploy.exporters.coverage import Coverage
 from fat_deploy.exporters.verification import PROBABILITY_FLOOR
 from fat_deploy.exporters.registry import (
     ExportFormat,
@@ -153,12 +154,13 @@ class TFLiteFormat(ExportFormat):
         return super().run(path, request, np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)), batch)  # runner: NCHW in
 
     def runtime_form(self, deployed: torch.nn.Module) -> torch.nn.Module:
-        """LiteRT's CPU path is XNNPACK: the same form as ExecuTorch's (tiled large depthwise kernels, reduced
-        norms, rank-3 attention). FAT-B0, one run (AMD EPYC family 25 model 17, 1 thread,
-        ai-edge-litert 2.3.0): 30.2 ms -> 24.4 ms; onnxruntime got slower with it, so ONNX does not use it."""
-        from fat_deploy.models.deploy import xnnpack_form
+        """LiteRT's CPU path is XNNPACK: ExecuTorch's form (tiled large depthwise kernels, reduced norms, rank-3
+        attention) with the norms' channel mean kept in NHWC (:func:`litert_form`). FAT-B0, one run (AMD EPYC
+        family 25 model 17, 1 thread, ai-edge-litert 2.3.0): 30.2 ms -> 24.4 ms; onnxruntime got slower with the
+        XNNPACK form, so ONNX does not use it."""
+        from fat_deploy.models.deploy import litert_form
 
-        return xnnpack_form(deployed)
+        return litert_form(deployed)
 
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         import litert_torch
@@ -304,6 +306,11 @@ class TFLiteFormat(ExportFormat):
                               "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
         return {"input": describe(interpreter.get_input_details()[0]),
                 "output": describe(interpreter.get_output_details()[0])}
+
+    def coverage(self, path: Path) -> Coverage:
+        from fat_deploy.runtimes.tflite.coverage import tflite_coverage
+
+        return tflite_coverage(path)
 
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:
         from ai_edge_litert.interpreter import Interpreter

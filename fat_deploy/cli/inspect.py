@@ -1,0 +1,113 @@
+"""``fat-inspect``: the coverage report of exported files (ops by type, layout transposes, accelerator shares)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fat_deploy.cli.common import quiet, run_cli, terminal
+from fat_deploy.errors import FatDeployError
+from fat_deploy.exporters.coverage import Coverage
+from fat_deploy.exporters.registry import ExportFormat, formats, get_format
+
+PROG = "fat-inspect"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    suffixes = ", ".join(f"{fmt.suffix} ({fmt.name})" for fmt in formats().values())
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="What an exported file holds and what each accelerator path would take of it: ops by "
+                               "type, layout transposes, XNNPACK / NNAPI / Core ML EP shares (from the runtimes' own "
+                               f"tools; paths no tool here can check are named as such). Formats by suffix: {suffixes}.")
+    parser.add_argument("paths", nargs="+", metavar="FILE", help="exported files (any fat-export format)")
+    parser.add_argument("--format", help="read every FILE as this format instead of going by its suffix")
+    parser.add_argument("--ops", type=int, default=12, metavar="N", help="op types to list per file (default 12; 0: all)")
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON on stdout")
+    parser.add_argument("--verbose", action="store_true", help="show the runtimes' own log lines")
+    return parser
+
+
+def format_of(path: Path, forced: str | None) -> ExportFormat:
+    """The export format a file is read as: ``--format``, else its suffix."""
+    if forced:
+        return get_format(forced)
+    matches = [fmt for fmt in formats().values() if path.name.endswith(fmt.suffix)]
+    if not matches:
+        known = ", ".join(sorted({fmt.suffix for fmt in formats().values()}))
+        raise FatDeployError(f"cannot tell the format of {path}: its suffix is not one of {known} (use --format)")
+    return max(matches, key=lambda fmt: len(fmt.suffix))
+
+
+def read_coverage(path: Path, fmt: ExportFormat) -> Coverage:
+    """The coverage report of ``path``, or a one-line error (missing file, reader not installed, unreadable file)."""
+    if not path.exists():
+        raise FatDeployError(f"{path}: no such file")
+    if reason := fmt.unavailable_reason():
+        raise FatDeployError(f"{path}: {reason}")
+    try:
+        report = fmt.coverage(path)
+    except Exception as error:  # noqa: BLE001 - a file the runtime's reader rejects is a user error here
+        text = " ".join(str(error).split())[:300] or type(error).__name__
+        raise FatDeployError(f"{path}: not readable as {fmt.name}: {text}") from None
+    if report is None:
+        raise FatDeployError(f"{path}: fat-inspect has no reader for {fmt.name} files")
+    return report
+
+
+def report_table(path: Path, report: Coverage, top: int) -> Table:
+    transposes = "not visible" if report.layout_transposes is None else str(report.layout_transposes)
+    table = Table(title=f"{path.name} ({report.format}): {report.op_count} op{'s' if report.op_count != 1 else ''} in the "
+                        f"file, layout transposes: {transposes}",
+                  show_header=True, title_justify="left")
+    table.add_column("accelerator path")
+    table.add_column("takes", justify="right")
+    table.add_column("partitions", justify="right")
+    table.add_column("left to the fallback kernels / why not checked")
+    for entry in report.accelerators:
+        if not entry.checked:
+            table.add_row(entry.name, "-", "-", f"not checked here: {entry.verdict}")
+            continue
+        takes = f"{entry.takes}/{entry.total}" if entry.takes is not None else ("all" if not entry.outside else "-")
+        outside = ", ".join(f"{op} x{n}" for op, n in entry.outside.items()) or "nothing"
+        table.add_row(entry.name, takes, str(entry.partitions if entry.partitions is not None else "-"), outside)
+    ops = list(report.ops.items())
+    shown = ops if top == 0 else ops[:top]
+    more = f" (+{len(ops) - len(shown)} more types)" if len(shown) < len(ops) else ""
+    table.caption = "ops: " + ", ".join(f"{op} {n}" for op, n in shown) + more
+    if report.notes:
+        table.caption += "\n" + "\n".join(report.notes)
+    table.caption_justify = "left"
+    return table
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.ops < 0:
+        raise FatDeployError(f"--ops must be >= 0, got {args.ops}")
+    paths = [Path(p) for p in args.paths]
+    chosen = [(path, format_of(path, args.format)) for path in paths]  # every name checked before any work
+    with quiet(args.verbose):
+        reports = [(path, read_coverage(path, fmt)) for path, fmt in chosen]
+    if args.json:
+        json.dump([{"file": str(path), **report.as_dict()} for path, report in reports], terminal().out, indent=2)
+        terminal().out.write("\n")
+        return 0
+    console = Console(file=terminal().out)
+    console = console if console.is_terminal else Console(file=terminal().out, width=160)
+    for path, report in reports:
+        console.print(report_table(path, report, args.ops))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
