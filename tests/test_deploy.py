@@ -17,6 +17,7 @@ from fat_deploy.models.deploy import (
     ReducedChannelSpatialNorm,
     TiledDepthwiseConv,
     convert_sync_batchnorm,
+    executorch_form,
     litert_form,
     xnnpack_form,
 )
@@ -38,14 +39,15 @@ def test_deploy_form_is_equivalent(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(FAT_CONFIGS))
-@pytest.mark.parametrize("form", [xnnpack_form, litert_form])
+@pytest.mark.parametrize("form", [xnnpack_form, litert_form, executorch_form])
 def test_xnnpack_form_is_equivalent(name: str, form: Callable[[nn.Module], nn.Module]) -> None:
     torch.manual_seed(2)
     model = randomize_norm_stats(create_model(name), seed=2)
     deployed = form(to_deploy(model))
     assert not any(type(m) is ChannelSpatialNorm for m in deployed.modules())
-    assert all(m.channel_mean_by_reshape == (form is xnnpack_form)
+    assert all(m.channel_mean_by_reshape == (form is not litert_form)
                for m in deployed.modules() if isinstance(m, ReducedChannelSpatialNorm))
+    assert all(m.pad_inputs == (form is executorch_form) for m in deployed.modules() if isinstance(m, TiledDepthwiseConv))
     assert any(isinstance(m, ReducedChannelSpatialNorm) and m.weight is not None for m in deployed.modules())
     assert all(m.batched_heads for m in deployed.modules() if isinstance(m, DeployFASA))
     assert not any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.kernel_size[0] > 5 for m in deployed.modules())
@@ -62,6 +64,8 @@ def test_tiled_depthwise_conv_is_the_same_conv(kernel: int, bias: bool) -> None:
     assert all(piece.kernel_size == (5, 5) for piece in tiled.tiles) and len(tiled.tiles) == 4 + 5 * (kernel > 10)
     x = torch.randn(2, 6, 13, 9)
     with torch.no_grad():
+        assert _max_relative_diff(conv(x), tiled(x)) <= 1e-6
+        tiled.pad_inputs = True  # each tile reads a zero-padded input instead of slicing an oversized output
         assert _max_relative_diff(conv(x), tiled(x)) <= 1e-6
     with pytest.raises(ValueError, match="only stride-1"):
         TiledDepthwiseConv(nn.Conv2d(6, 6, 7, stride=2, padding=3, groups=6))

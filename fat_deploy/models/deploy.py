@@ -96,10 +96,19 @@ class TiledDepthwiseConv(nn.Module):
     executorch 1.5.1). The KxK kernel is cut into tiles of at most 5x5,
     each zero-padded to 5x5 and placed so that a 5x5 conv with the original padding, read at the tile's offset,
     computes that tile's share of the output; the shares add up to the original conv (float rounding aside).
+
+    With ``pad_inputs`` each tile instead reads the input zero-padded on the sides its offset needs (top
+    ``p - r0``, bottom ``4 - p + r0``) through an unpadded 5x5 conv, so it computes exactly the H x W output: no
+    oversized output, no output slices. XNNPACK fuses such a zero pad into the convolution; ExecuTorch's FAT-B0
+    went from 24.6 to 23.1 ms with it (one run, AMD EPYC family 25 model 17), LiteRT from 24.6 to 25.4 ms, so
+    only ExecuTorch's form uses it.
     """
+
+    pad_inputs = False
 
     def __init__(self, conv: nn.Conv2d, tile: int = 5) -> None:
         super().__init__()
+        self.tile = tile
         channels, (k, k_w) = conv.in_channels, conv.kernel_size
         if (conv.groups != channels or conv.out_channels != channels or k != k_w or conv.stride != (1, 1)
                 or conv.dilation != (1, 1) or conv.padding != (k // 2, k // 2) or k % 2 == 0 or k <= tile):
@@ -125,7 +134,12 @@ class TiledDepthwiseConv(nn.Module):
         height, width = x.shape[2], x.shape[3]
         out = None
         for piece, (r0, c0) in zip(self.tiles, self.offsets):
-            share = piece(x)[:, :, r0:r0 + height, c0:c0 + width]
+            if self.pad_inputs:
+                top, left = self.padding - r0, self.padding - c0
+                padded = F.pad(x, (left, self.tile - 1 - left, top, self.tile - 1 - top))
+                share = F.conv2d(padded, piece.weight, None, 1, 0, 1, piece.groups)
+            else:
+                share = piece(x)[:, :, r0:r0 + height, c0:c0 + width]
             out = share if out is None else out + share
         assert out is not None
         return out if self.bias is None else out + self.bias
@@ -141,6 +155,16 @@ def tile_large_depthwise(model: nn.Module, tile: int = 5) -> nn.Module:
             setattr(model, name, TiledDepthwiseConv(child, tile))
         else:
             tile_large_depthwise(child, tile)
+    return model
+
+
+def executorch_form(model: nn.Module) -> nn.Module:
+    """:func:`xnnpack_form` with the depthwise tiles reading zero-padded inputs (``TiledDepthwiseConv.pad_inputs``),
+    which ExecuTorch's XNNPACK runs faster; in place."""
+    xnnpack_form(model)
+    for module in model.modules():
+        if isinstance(module, TiledDepthwiseConv):
+            module.pad_inputs = True
     return model
 
 

@@ -65,10 +65,11 @@ class ExecuTorchFormat(ExportFormat):
         return guide(file_name, manifest)
 
     def runtime_form(self, deployed: nn.Module) -> nn.Module:
-        """The deploy form XNNPACK takes whole (no LayerNorm, expand or split left to portable kernels)."""
-        from fat_deploy.models.deploy import xnnpack_form
+        """The deploy form XNNPACK takes whole (no LayerNorm, expand or split left to portable kernels), its
+        depthwise tiles reading zero-padded inputs (:func:`executorch_form`)."""
+        from fat_deploy.models.deploy import executorch_form
 
-        return xnnpack_form(deployed)
+        return executorch_form(deployed)
 
     def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         example = torch.randn(request.batch, 3, *request.img_size)
