@@ -63,10 +63,5 @@ class Coverage:
         return "; ".join(parts)
 
 
-def layout_transposes(ops: dict[str, int], *names: str) -> int:
-    """The count of ops named as a transpose in this format (``Transpose``, ``TRANSPOSE``, ``transpose``...)."""
-    return sum(ops.get(name, 0) for name in names)
-
-
 def sorted_counts(counts: dict[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))

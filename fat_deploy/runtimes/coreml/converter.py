@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fat_deploy.exporters.coverage import Accelerator, Coverage, layout_transposes
+from fat_deploy.exporters.coverage import Accelerator, Coverage
 from fat_deploy.exporters.calibration import batches, unbatch
 from fat_deploy.exporters.labels import class_names
 from fat_deploy.models.deploy import PixelNormalize
@@ -87,7 +87,7 @@ class CoreMLFormat(ExportFormat):
         """Core ML ops by type (from the spec, readable on Linux); which compute unit runs each op is Core ML's
         choice at load time on the device, so no accelerator share is claimed."""
         ops = {op: n for op, n in self._op_histogram(path).items() if op != "const"}  # weights and shapes
-        return Coverage(format="coreml", ops=ops, layout_transposes=layout_transposes(ops, "transpose"),
+        return Coverage(format="coreml", ops=ops, layout_transposes=ops.get("transpose", 0),
                         accelerators=[Accelerator(name="Core ML compute units", checked=False,
                                                   verdict="Core ML assigns CPU / GPU / Neural Engine per op when it "
                                                           "loads the model on Apple hardware")])

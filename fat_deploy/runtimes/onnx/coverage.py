@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fat_deploy.exporters.coverage import Accelerator, Coverage, layout_transposes, sorted_counts
+from fat_deploy.exporters.coverage import Accelerator, Coverage, sorted_counts
 
 MOBILE_EPS = (("NNAPI", None), ("CoreML NeuralNetwork", "coreml_supported_neuralnetwork_ops.md"),
               ("CoreML MLProgram", "coreml_supported_mlprogram_ops.md"))
@@ -50,7 +50,7 @@ def onnx_coverage(path: Path) -> Coverage:
 
     model = onnx.load(str(path), load_external_data=False)
     ops = op_histogram(model)
-    return Coverage(format="onnx", ops=ops, layout_transposes=layout_transposes(ops, "Transpose"),
+    return Coverage(format="onnx", ops=ops, layout_transposes=ops.get("Transpose", 0),
                     accelerators=mobile_accelerators(path))
 
 
@@ -62,5 +62,5 @@ def ort_format_coverage(path: Path) -> Coverage:
     graph = session.Model().Graph()
     ops = sorted_counts(dict(Counter(graph.Nodes(i).OpType().decode() for i in range(graph.NodesLength()))))
     unchecked = [Accelerator(name=name, checked=False, verdict=ORT_FORMAT_EPS_UNCHECKED) for name, _ in MOBILE_EPS]
-    return Coverage(format="ort", ops=ops, layout_transposes=layout_transposes(ops, "Transpose"),
+    return Coverage(format="ort", ops=ops, layout_transposes=ops.get("Transpose", 0),
                     accelerators=unchecked)

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fat_deploy.exporters.coverage import Accelerator, Coverage, layout_transposes, sorted_counts
+from fat_deploy.exporters.coverage import Accelerator, Coverage, sorted_counts
 
 DELEGATE_OP = "DELEGATE"
 GPU_UNCHECKED = ("no GPU driver here (LiteRT's WebGPU accelerator finds no adapter); the wheel's model analyzer "
@@ -53,5 +53,5 @@ def tflite_coverage(path: Path) -> Coverage:
     xnnpack = xnnpack_coverage(details, [d["index"] for d in interpreter.get_input_details()],
                                [d["index"] for d in interpreter.get_output_details()])
     gpu = Accelerator(name="GPU delegate", checked=False, verdict=GPU_UNCHECKED)
-    return Coverage(format="tflite", ops=ops, layout_transposes=layout_transposes(ops, "TRANSPOSE"),
+    return Coverage(format="tflite", ops=ops, layout_transposes=ops.get("TRANSPOSE", 0),
                     accelerators=[xnnpack, gpu])
