@@ -30,7 +30,7 @@ from fat_deploy.testbed import build
 
 MODES = ["onnx:fp32", "onnx:int8-dynamic", "onnx:int8-static",
          "tflite:fp32", "tflite:int8-dynamic", "tflite:int8-weights", "tflite:int8-static",
-         "executorch:fp32", "executorch:int8-static",
+         "executorch:fp32", "executorch:int8-dynamic", "executorch:int8-static",
          "coreml:fp16", "coreml:int8-weights", "coreml:w8a8"]
 TIMED = ("onnx", "tflite", "executorch")  # Core ML prediction needs macOS
 DROP, SPEED, SIZE = 1.0, 1.5, 0.3

@@ -1,4 +1,4 @@
-"""ExecuTorch: .pte export (fp32, PT2E int8-static) verified in executorch.runtime, delegation report, threads."""
+"""ExecuTorch: .pte export (fp32, PT2E int8-dynamic and int8-static) verified in executorch.runtime, delegation report, threads."""
 
 from __future__ import annotations
 
@@ -72,8 +72,9 @@ def test_threads_are_set_and_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("precision,kwargs,message", [
-    ("fp16", {}, "executorch does not support precision fp16: it supports fp32, int8-static"),
-    ("int8-dynamic", {}, "executorch does not support precision int8-dynamic"),
+    ("fp16", {}, "executorch does not support precision fp16: it supports fp32, int8-dynamic, int8-static"),
+    ("int8-weights", {}, "executorch does not support precision int8-weights"),
+    ("int8-dynamic", {"calibration_size": 8}, "applies to calibrated modes .* only, not int8-dynamic"),
     ("fp32", {"nhwc": True}, "--nhwc is not supported for executorch"),
     ("int8-static", {"calibration_method": "entropy"}, "--calibration-method entropy is not available for executorch"),
     ("int8-static", {"keep_float": ["head"]}, "--keep-float is not supported for executorch"),

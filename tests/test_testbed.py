@@ -63,3 +63,17 @@ def test_an_accuracy_drop_beyond_the_limit_fails_and_leaves_nothing(
                       img_size=128, eval_dir=testbed.eval_dir)
     assert artifact.status == "failed" and "top-1 on" in str(artifact.error) and "drops" in str(artifact.error)
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.slow
+def test_executorch_int8_dynamic_holds_accuracy_without_calibration(testbed: TestBed, tmp_path: Path) -> None:
+    artifact = export("fat_b0", "executorch", "int8-dynamic", tmp_path, checkpoint=testbed.checkpoint,
+                      labels=testbed.labels, img_size=128, eval_dir=testbed.eval_dir)
+    assert artifact.status == "passed", artifact.error
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    accuracy, details = manifest["verification"]["accuracy"], manifest["format_details"]
+    assert accuracy["gating"] == "top-1 drop" and accuracy["top1_drop_points"] <= 1.0
+    assert "calibration" not in details and details["scheme"].startswith("dynamic")
+    # int8 weights for the dense convs and linears (most of FAT-B0's parameters), float depthwise convs.
+    assert artifact.size_bytes is not None and 0.25 < artifact.size_bytes / details["float_size_bytes"] < 0.45
+    assert details["delegation"]["portable_by_op"] == {} and details["latency"]["float_ms"] > 0

@@ -1,7 +1,10 @@
 """ExecuTorch ``.pte`` through ``torch.export`` -> ``to_edge_transform_and_lower`` (XNNPACK) -> ``to_executorch``.
 
 ``int8-static`` is PT2E quantization with ExecuTorch's ``XNNPACKQuantizer`` (symmetric per-channel int8 weights,
-int8 activations, MinMax observers) calibrated on the same images as the other static modes; see
+int8 activations, MinMax observers) calibrated on the same images as the other static modes. ``int8-dynamic`` is
+the same quantizer's dynamic configuration: per-channel int8 weights for the dense convolutions and linears, whose
+activations XNNPACK quantizes per row at run time (its QD8 GEMMs); depthwise convs (the quantizer leaves them
+out), attention matmuls, softmax, GELU and norms stay float, and no calibration images are needed. See
 https://docs.pytorch.org/executorch/stable/backends-xnnpack.html and https://github.com/pytorch/executorch.
 """
 
@@ -33,15 +36,17 @@ def lower_to_xnnpack(model: nn.Module, example: torch.Tensor) -> tuple[bytes, di
     return edge.to_executorch().buffer, report
 
 
-def quantize_pt2e(model: nn.Module, example: torch.Tensor, samples: torch.Tensor) -> nn.Module:
-    """PT2E static int8 for XNNPACK: observers inserted by the quantizer, run on ``samples``, then converted."""
+def quantize_pt2e(model: nn.Module, example: torch.Tensor, samples: torch.Tensor, dynamic: bool = False) -> nn.Module:
+    """PT2E int8 for XNNPACK: observers inserted by the quantizer, run on ``samples``, then converted. ``dynamic``:
+    activations are quantized at run time, so the observers only see the weights (one sample is enough)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    quantizer = XNNPACKQuantizer().set_global(config)
     with torch.no_grad():
         captured = torch.export.export(model.eval(), (example,)).module()
         prepared = prepare_pt2e(captured, quantizer)
@@ -53,7 +58,7 @@ def quantize_pt2e(model: nn.Module, example: torch.Tensor, samples: torch.Tensor
 class ExecuTorchFormat(ExportFormat):
     name = "executorch"
     suffix = ".pte"
-    precisions = ("fp32", "int8-static")
+    precisions = ("fp32", "int8-dynamic", "int8-static")
     runtime = "executorch (XNNPACK)"
     converter_modules = ("executorch", "torchao")
     extra = "executorch"
@@ -86,6 +91,16 @@ class ExecuTorchFormat(ExportFormat):
                 "quantizer": "PT2E XNNPACKQuantizer (torchao.quantization.pt2e)",
                 "scheme": "static: symmetric per-channel int8 weights, int8 activations, float32 I/O",
                 "calibration": {"method": "minmax", "samples": len(samples), "images": sources},
+            })
+            program, report = lower_to_xnnpack(model, example)
+            details.update(self._quantization_cost(request, example, program, path))
+        elif request.precision == "int8-dynamic":
+            model = quantize_pt2e(request.model, example, example, dynamic=True)
+            details.update({
+                "quantizer": "PT2E XNNPACKQuantizer (torchao.quantization.pt2e), dynamic configuration",
+                "scheme": ("dynamic: symmetric per-channel int8 weights for dense convolutions and linears, their "
+                           "activations quantized per row at run time (XNNPACK QD8 GEMMs); depthwise convs, "
+                           "attention matmuls, softmax, GELU and norms float; float32 I/O"),
             })
             program, report = lower_to_xnnpack(model, example)
             details.update(self._quantization_cost(request, example, program, path))
