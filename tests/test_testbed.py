@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fat_deploy.exporters import export
-from fat_deploy.testbed import TestBed, build, split
+from fat_deploy.testbed import TRAIN_THREADS, TestBed, build, split, torch_threads
 
 
 def test_held_out_split_is_disjoint_stratified_and_reproducible() -> None:
@@ -20,6 +21,13 @@ def test_held_out_split_is_disjoint_stratified_and_reproducible() -> None:
     assert np.array_equal(split(targets, held_out=100, seed=0)[1], test)
 
 
+def test_training_threads_are_pinned_and_restored() -> None:
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
 @pytest.fixture(scope="session")
 def testbed() -> TestBed:
     return build()  # trained once (minutes), then cached
@@ -28,6 +36,7 @@ def testbed() -> TestBed:
 @pytest.mark.slow
 def test_testbed_is_trained_accurate_and_complete(testbed: TestBed) -> None:
     assert testbed.record["float_top1_pytorch"] >= 90.0
+    assert testbed.record["torch_threads"] == TRAIN_THREADS  # whatever thread count the worker had set
     assert testbed.labels.read_text().split() == [str(d) for d in range(10)]
     counts = {folder.name: len(list(folder.glob("*.png"))) for folder in testbed.eval_dir.iterdir()}
     assert sorted(counts) == [str(d) for d in range(10)] and sum(counts.values()) == testbed.record["held_out_images"]
