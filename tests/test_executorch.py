@@ -1,4 +1,5 @@
-"""ExecuTorch: .pte export (fp32, PT2E int8-dynamic and int8-static) verified in executorch.runtime, delegation report, threads."""
+"""ExecuTorch: .pte export (fp32, PT2E int8-dynamic and int8-static) verified in executorch.runtime, delegation,
+threads."""
 
 from __future__ import annotations
 
