@@ -58,9 +58,13 @@ class Coverage:
         return asdict(self)
 
     def summary_line(self) -> str:
-        """One line for the fat-export summary: each checked accelerator, ``whole`` when it takes everything."""
-        parts = [f"{a.name} whole" if a.whole else a.line() for a in self.accelerators if a.checked]
-        return "; ".join(parts)
+        """One line for the fat-export summary (:func:`accelerators_line`)."""
+        return accelerators_line(self.accelerators)
+
+
+def accelerators_line(accelerators: list[Accelerator]) -> str:
+    """Each checked accelerator's :meth:`Accelerator.line`, ``NAME whole`` when it takes everything."""
+    return "; ".join(f"{a.name} whole" if a.whole else a.line() for a in accelerators if a.checked)
 
 
 def sorted_counts(counts: dict[str, int]) -> dict[str, int]:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fat_deploy.exporters.coverage import Accelerator, Coverage
 from fat_deploy.exporters.calibration import batches, unbatch
+from fat_deploy.exporters.coverage import Accelerator, Coverage
 from fat_deploy.exporters.labels import class_names
 from fat_deploy.models.deploy import PixelNormalize
 from fat_deploy.exporters.registry import (

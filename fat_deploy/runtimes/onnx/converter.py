@@ -6,20 +6,19 @@ import ast
 import contextlib
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fat_deploy.runtimes.onnx.coverage import op_histogram
-from fat_deploy.runtimes.onnx.quantize import CALIBRATION_METHODS, ONNX_QUANTIZED, quantize
-from dataclasses import dataclass
-
 from fat_deploy.exporters.coverage import Coverage
 from fat_deploy.exporters.labels import class_names
 from fat_deploy.exporters.registry import (ExportFormat, ExportRequest, UnsupportedOptionError, explain_option,
                                           keep_float_option, option, require_module)
+from fat_deploy.runtimes.onnx.coverage import op_histogram
+from fat_deploy.runtimes.onnx.quantize import CALIBRATION_METHODS, ONNX_QUANTIZED, quantize
 
 OPSET = 20
 IMAGE_BYTES_PHOTOS = 4  # shipped photos, each encoded as JPEG and PNG, for the --image-bytes check

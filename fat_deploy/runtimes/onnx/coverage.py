@@ -19,7 +19,7 @@ ORT_FORMAT_EPS_UNCHECKED = ("onnxruntime's usability checker reads ONNX files on
 
 
 def op_histogram(model: Any) -> dict[str, int]:
-    return dict(Counter(node.op_type for node in model.graph.node).most_common())
+    return sorted_counts(Counter(node.op_type for node in model.graph.node))
 
 
 def mobile_accelerators(path: Path) -> list[Accelerator]:

@@ -15,10 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fat_deploy.exporters.coverage import Coverage
-from fat_deploy.runtimes.onnx.coverage import SOURCE_EPS, mobile_accelerators
+from fat_deploy.exporters.coverage import Coverage, accelerators_line
 from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
 from fat_deploy.runtimes.onnx.converter import OnnxFormat
+from fat_deploy.runtimes.onnx.coverage import SOURCE_EPS, mobile_accelerators
 
 TARGET_PLATFORM = "arm"
 OPERATORS_FILE = "required_operators.config"
@@ -93,5 +93,5 @@ class OrtMobileFormat(OnnxFormat):
             SOURCE_EPS: [asdict(accelerator) for accelerator in eps],
         })
         details.setdefault("summary_notes", []).append(
-            "; ".join(a.line() for a in eps) + " (checked on the ONNX graph it was converted from)")
+            accelerators_line(eps) + " (checked on the ONNX graph it was converted from)")
         return details

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-from dataclasses import dataclass
 
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.coverage import Coverage
