@@ -17,8 +17,8 @@ import torch
 
 from fat_deploy.environment import host_info
 from fat_deploy.exporters.api import ExportRequest
-from fat_deploy.runtimes.onnx.converter import OnnxFormat
 from fat_deploy.models import create_model, get_spec, to_deploy
+from fat_deploy.runtimes.onnx.converter import OnnxFormat
 
 
 def onnx_nodes(model: torch.nn.Module, name: str, size: int) -> tuple[int, int]:

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from fat_deploy.cli.common import quiet
-from fat_deploy.environment import host_info, tool_versions
+from fat_deploy.contract.session import LoadRequest
+from fat_deploy.contract.timing import time_interleaved
+from fat_deploy.environment import host_info
 from fat_deploy.exporters import export
-from fat_deploy.latency.harness import time_interleaved
 from fat_deploy.models import create_model
-from fat_deploy.runtimes import LoadRequest, backend_for_format
+from fat_deploy.registry import backend_for_format, recorded_versions
 
 FORMATS = ("onnx", "tflite", "executorch")
 SIZE = (224, 224)
@@ -82,7 +83,7 @@ def main() -> None:
             paths[("fat_b0", fmt, "generic")] = generic_export(fmt, faithful, out / f"generic{suffix[fmt]}")
         ms = time_alternating(paths, args.runs)
     host = host_info()
-    versions = tool_versions()
+    versions = recorded_versions()
     print(f"host: {host['cpu']} ({host.get('cpu_vendor')} family {host.get('cpu_family')} model "
           f"{host.get('cpu_model_number')}), {host['cores']} cores; 1 thread, batch 1, {args.runs} runs, "
           f"random weights; " + ", ".join(f"{k} {versions[k]}" for k in ("torch", "onnxruntime", "ai-edge-litert",

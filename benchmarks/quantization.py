@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fat_deploy.contract.session import LoadRequest
+from fat_deploy.contract.timing import time_interleaved
 from fat_deploy.environment import host_info
 from fat_deploy.exporters import export
-from fat_deploy.latency.harness import time_interleaved
 from fat_deploy.precision import CALIBRATED
-from fat_deploy.runtimes import LoadRequest, backend_for_format
+from fat_deploy.registry import backend_for_format
 from fat_deploy.testbed import build
 
 MODES = ["onnx:fp32", "onnx:int8-dynamic", "onnx:int8-static",

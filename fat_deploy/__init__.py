@@ -4,8 +4,7 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import Artifact, export
 from fat_deploy.latency.harness import Measurement, measure
 from fat_deploy.models import ModelSpec, create_model, get_spec, list_models, profile, to_deploy
-
-__version__ = "0.1.0"
+from fat_deploy.version import __version__
 
 __all__ = [
     "Artifact",

@@ -21,12 +21,8 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def tool_versions(names: tuple[str, ...] | None = None) -> dict[str, str]:
-    """Installed versions of ``names`` (default: fat-deploy's core and every registered runtime's packages)."""
-    if names is None:
-        from fat_deploy.runtimes import runtime_packages
-
-        names = tuple(dict.fromkeys(CORE_PACKAGES + runtime_packages()))
+def tool_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of ``names`` (those not installed are left out)."""
     return {name: version for name in names if (version := package_version(name)) is not None}
 
 

@@ -41,6 +41,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from fat_deploy.environment import host_info
+from fat_deploy.models import create_model
+from fat_deploy.models.registry import get_spec
+
 MODEL, IMG_SIZE, STORED_SIZE = "fat_b0", 128, 146  # 146 = 128 / 0.875: the eval resize of the manifests
 CLASSES = [str(digit) for digit in range(10)]
 HELD_OUT, CALIBRATION_IMAGES = 500, 64
@@ -85,7 +89,6 @@ def split(targets: np.ndarray, held_out: int = HELD_OUT, seed: int = SEED) -> tu
 
 
 def to_tensor(pictures: np.ndarray) -> torch.Tensor:
-    from fat_deploy.models.registry import get_spec
 
     spec = get_spec(MODEL)
     x = torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255.0
@@ -124,7 +127,6 @@ def train(epochs: int = EPOCHS, log: bool = False) -> tuple[nn.Module, dict[str,
 
 
 def _train(epochs: int, log: bool) -> tuple[nn.Module, dict[str, object], np.ndarray, np.ndarray, np.ndarray]:
-    from fat_deploy.models import create_model
 
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED)
@@ -164,7 +166,6 @@ def _train(epochs: int, log: bool) -> tuple[nn.Module, dict[str, object], np.nda
 def write(folder: Path, epochs: int = EPOCHS, log: bool = False) -> None:
     from safetensors.torch import save_file
 
-    from fat_deploy.environment import host_info
 
     model, record, pictures, targets, test_idx = train(epochs, log)
     train_idx = np.setdiff1d(np.arange(len(targets)), test_idx)

@@ -41,7 +41,7 @@ def _seeded() -> None:
 def photo_calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """FAT-B0 weights with BatchNorm statistics recalibrated on real photos (closer to trained
     statistics than raw init), saved as a checkpoint. Used where quantization error is measured."""
-    from fat_deploy.exporters.calibration import recalibrate_batchnorm
+    from fat_deploy.common.calibration import recalibrate_batchnorm
     from fat_deploy.models import get_spec
 
     torch.manual_seed(0)

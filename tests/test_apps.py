@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from fat_deploy.cli.export import main
+from fat_deploy.common.calibration import sample_photos
+from fat_deploy.common.labels import default_labels, read_labels
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.exporters.bundle import INDEX, check_bundle_target
-from fat_deploy.exporters.calibration import sample_photos
-from fat_deploy.exporters.labels import default_labels, read_labels
 from fat_deploy.exporters.placement import PlacementError
 from fat_deploy.models import create_model, get_spec
 from fat_deploy.runtimes.ort_mobile.converter import merge_operator_configs
@@ -121,8 +121,8 @@ def test_mediapipe_tflite_is_classified_by_mediapipe_like_pytorch(tmp_path: Path
 
 @pytest.mark.slow
 def test_image_bytes_onnx_takes_png_and_jpeg_files(tmp_path: Path, trained_looking_checkpoint: Path) -> None:
-    from onnxruntime_extensions import get_library_path
     import onnxruntime as ort
+    from onnxruntime_extensions import get_library_path
 
     artifact = export("fat_b0", "onnx", out=tmp_path, checkpoint=trained_looking_checkpoint, image_bytes=True)
     assert artifact.status == "passed", artifact.error
@@ -207,6 +207,6 @@ def test_bundle_and_out_are_one_or_the_other(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_spec_resize_contract_is_what_the_bundle_readme_states() -> None:
-    from fat_deploy.exporters.calibration import resize_contract
+    from fat_deploy.common.calibration import resize_contract
 
     assert resize_contract(get_spec("fat_b0"), (64, 64))["resize_shorter_side"] == 73

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn as nn
+from conftest import randomize_norm_stats
 from timm.layers import DropPath
 
-from conftest import randomize_norm_stats
 from fat_deploy.models import create_model, to_deploy
 from fat_deploy.models.deploy import (
     ChannelSpatialNorm,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fat_deploy.common.evaluation import accuracy, class_map, load_eval_set
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
-from fat_deploy.exporters.evaluation import accuracy, class_map, load_eval_set
 from fat_deploy.models import get_spec
 
 
@@ -77,7 +77,7 @@ def test_quantization_options_go_to_the_precisions_they_apply_to(tmp_path: Path)
     import argparse
 
     from fat_deploy.cli.export import _format_options, build_parser
-    from fat_deploy.exporters.registry import get_format
+    from fat_deploy.registry import get_format
 
     args = build_parser().parse_args(["--model", "fat_b0", "--precision", "fp32", "int8-static",
                                       "--calibration", str(tmp_path), "--keep-float", "head"])

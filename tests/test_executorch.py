@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fat_deploy.contract.session import BackendError
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
-from fat_deploy.runtimes import BackendError
 from fat_deploy.runtimes.executorch.converter import lower_to_xnnpack
 from fat_deploy.runtimes.executorch.delegation import delegation_line, op_type
 from fat_deploy.runtimes.executorch.session import set_thread_count
@@ -39,8 +39,9 @@ def test_delegation_report_counts_delegated_and_portable_ops() -> None:
 
 
 def test_per_op_profile_separates_xnnpack_and_portable_kernels(tmp_path: Path) -> None:
+    from fat_deploy.contract.session import LoadRequest
     from fat_deploy.latency.op_profile import profile_ops
-    from fat_deploy.runtimes import LoadRequest, get_backend
+    from fat_deploy.registry import get_backend
 
     program, _ = lower_to_xnnpack(ConvThenLayerNorm().eval(), torch.randn(1, 3, 16, 16))
     path = tmp_path / "tiny.pte"

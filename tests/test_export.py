@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from fat_deploy.cli.export import main as fat_export
+from fat_deploy.common.files import sha256_of
+from fat_deploy.common.verify import TOLERANCES, Tolerance, compare
 from fat_deploy.exporters import export, get_format, list_formats
-from fat_deploy.exporters.manifest import sha256_of, validate_manifest
-from fat_deploy.exporters.verify import TOLERANCES, Tolerance, compare
+from fat_deploy.exporters.manifest import validate_manifest
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -264,7 +265,7 @@ def test_manifest_resize_contract_is_what_preprocessing_does(size: int) -> None:
     # An app following the manifest (resize the shorter side, centre-crop, normalise) gets the same tensor.
     from PIL import Image
 
-    from fat_deploy.exporters.calibration import preprocess, resize_contract
+    from fat_deploy.common.calibration import preprocess, resize_contract
     from fat_deploy.models import get_spec
 
     spec = get_spec("fat_b0")

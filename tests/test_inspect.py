@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from fat_deploy.cli.inspect import main
-from fat_deploy.exporters.coverage import Accelerator, Coverage
+from fat_deploy.contract.coverage import Accelerator, Coverage
 
 
 class ConvThenCumsum(nn.Module):

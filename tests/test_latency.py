@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fat_deploy.cli.latency import main as fat_latency
+from fat_deploy.contract.session import BackendError
 from fat_deploy.exporters import export
-from fat_deploy.runtimes import BackendError
 from fat_deploy.latency.harness import TIMED, measure
 from fat_deploy.latency.report import REQUIRED_FIELDS, append_jsonl, read_jsonl
 from fat_deploy.latency.stats import summarize
@@ -146,7 +146,7 @@ def test_per_op_profile_from_onnxruntime_and_torch(onnx_64: Path) -> None:
 
 
 def test_runtimes_without_a_profiler_say_why() -> None:
-    from fat_deploy.runtimes.session import ProfileUnavailable
+    from fat_deploy.contract.session import ProfileUnavailable
     from fat_deploy.runtimes.tflite.session import TFLiteRunner
 
     with pytest.raises(ProfileUnavailable, match="benchmark_model"):
@@ -159,7 +159,7 @@ def test_profile_is_refused_where_nothing_is_measured(capsys: pytest.CaptureFixt
 
 
 def test_time_interleaved_alternates_and_leaves_out_warmup() -> None:
-    from fat_deploy.latency.harness import time_interleaved
+    from fat_deploy.contract.timing import time_interleaved
 
     calls: list[str] = []
 

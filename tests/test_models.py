@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from fat_deploy.errors import UnknownModelError
 from fat_deploy.models import create_model, get_spec, list_models, profile
-from fat_deploy.models.fat import FAT_CONFIGS, FASA
+from fat_deploy.models.fat import FASA, FAT_CONFIGS
 
 # From the official code (github.com/qhfan/FAT, counted with its model definitions): params, state_dict entries,
 # GMACs conv+linear, GMACs with attention matmuls, at 224.

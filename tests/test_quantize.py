@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from fat_deploy.common.calibration import calibration_batch, held_out_inputs
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
-from fat_deploy.exporters.calibration import calibration_batch, held_out_inputs
 from fat_deploy.models import get_spec
 
 
@@ -69,7 +69,7 @@ def _check_explain(worst: list[dict] | None, manifest: dict, op_types: set[str],
 
 
 def test_layers_are_ranked_by_the_noise_they_add() -> None:
-    from fat_deploy.exporters.explain import LayerIO, rank_layers, sqnr_db
+    from fat_deploy.common.explain import LayerIO, rank_layers, sqnr_db
 
     layers = [
         LayerIO("stem", "Conv", ("input",), "a"),  # graph input is exact
@@ -162,7 +162,7 @@ def test_tflite_int8_weight_modes(tmp_path: Path, precision: str, photo_calibrat
 def test_quantized_tflite_input_conversion() -> None:
     import numpy as np
 
-    from fat_deploy.runtimes.tflite.converter import from_output_dtype, to_input_dtype
+    from fat_deploy.runtimes.tflite.tensors import from_output_dtype, to_input_dtype
 
     detail = {"dtype": np.int8, "quantization": (0.5, -3)}
     quantized = to_input_dtype(np.array([0.0, 1.0, -100.0, 100.0], np.float32), detail)

@@ -19,19 +19,19 @@ import torch
 
 from fat_deploy.cli.export import main as fat_export
 from fat_deploy.cli.latency import main as fat_latency
+from fat_deploy.common.files import sha256_of
 from fat_deploy.errors import ArgumentError, CheckpointError, FatDeployError
 from fat_deploy.exporters import export
-from fat_deploy.exporters.manifest import sha256_of
 from fat_deploy.exporters.placement import (
     PlacementError,
     check_targets,
     place_pair,
     remove_stale_staging,
 )
-from fat_deploy.exporters.registry import get_format, list_formats
 from fat_deploy.latency.harness import measure
 from fat_deploy.latency.report import read_jsonl
-from fat_deploy.models import create_model, get_spec
+from fat_deploy.models import create_model
+from fat_deploy.registry import get_format, list_formats
 
 
 def cli_error(capsys: pytest.CaptureFixture[str], main, *argv: str) -> str:  # type: ignore[no-untyped-def]
@@ -206,7 +206,7 @@ def test_stale_staging_is_removed_but_a_live_one_is_kept(tmp_path: Path) -> None
 
 
 def test_staging_left_by_sigkill_is_cleaned_by_the_next_export(tmp_path: Path) -> None:
-    script = ("import os, signal, sys; from fat_deploy.exporters import registry; from fat_deploy.exporters import export\n"
+    script = ("import os, signal, sys; from fat_deploy import registry; from fat_deploy.exporters import export\n"
               "fmt = registry.get_format('onnx'); real = type(fmt).convert\n"
               "def convert(self, request, path):\n"
               "    real(self, request, path); os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -246,7 +246,7 @@ def test_cache_is_keyed_by_what_produced_the_artifact(tmp_path: Path, monkeypatc
 
     harness.producer_key.cache_clear()
     key = harness.producer_key()
-    monkeypatch.setattr(harness, "tool_versions", lambda: {"onnxruntime": "99.0"})
+    monkeypatch.setattr(harness, "recorded_versions", lambda: {"onnxruntime": "99.0"})
     harness.producer_key.cache_clear()
     try:
         assert harness.producer_key() != key

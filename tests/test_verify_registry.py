@@ -1,7 +1,8 @@
 """Every named precision has a tolerance, and every format only lists known precisions."""
 
-from fat_deploy.exporters.registry import PRECISIONS, QUANTIZED, list_formats, get_format
-from fat_deploy.exporters.verify import TOLERANCES
+from fat_deploy.common.verify import TOLERANCES
+from fat_deploy.contract.formats import PRECISIONS, QUANTIZED
+from fat_deploy.registry import get_format, list_formats
 
 
 def test_every_precision_has_a_tolerance() -> None:
@@ -17,8 +18,8 @@ def test_formats_list_known_precisions_only() -> None:
 def test_option_kind_reads_string_and_real_annotations() -> None:
     import dataclasses
 
+    from fat_deploy.contract.formats import option
     from fat_deploy.exporters.options import option_kind
-    from fat_deploy.runtimes.base import option
 
     real = dataclasses.make_dataclass("Real", [
         ("switch", bool, option("--switch", "", default=False)),

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from fat_deploy.environment import native_output_captured
 from fat_deploy.errors import FatDeployError
 
 EXIT_NOT_IMPLEMENTED = 3
@@ -45,7 +46,6 @@ def quiet(verbose: bool) -> Iterator[None]:
     if verbose:
         yield
         return
-    from fat_deploy.environment import native_output_captured
 
     library_loggers = [logging.getLogger(name) for name in ("coremltools", "absl", "torch", "onnxscript", "jax")]
     levels = [logger.level for logger in library_loggers]

@@ -14,6 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
+from fat_deploy.contract.formats import PRECISIONS, QUANTIZED, ExportFormat
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.api import (
     CALIBRATED,
@@ -29,8 +30,8 @@ from fat_deploy.exporters.bundle import bundle_staging, check_bundle_target, pla
 from fat_deploy.exporters.manifest import manifest_path_for
 from fat_deploy.exporters.options import all_option_fields, is_set, option_kind, options_for
 from fat_deploy.exporters.placement import check_targets, prepare_output_dir
-from fat_deploy.exporters.registry import PRECISIONS, QUANTIZED, ExportFormat, get_format, list_formats
-from fat_deploy.models.registry import get_spec
+from fat_deploy.models.registry import create_model, get_spec, output_classes
+from fat_deploy.registry import get_format, list_formats
 
 PROG = "fat-export"
 
@@ -177,7 +178,6 @@ def _export_all(args: argparse.Namespace) -> int:
     img_size = resolve_img_size(args.img_size, spec)
     if args.batch < 1:
         raise FatDeployError(f"--batch must be at least 1, got {args.batch}")
-    from fat_deploy.models.registry import create_model, output_classes
 
     model = create_model(spec.name, checkpoint=args.checkpoint)
     if args.labels:

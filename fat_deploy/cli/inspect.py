@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
+from fat_deploy.contract.coverage import Coverage
+from fat_deploy.contract.formats import ExportFormat
 from fat_deploy.errors import FatDeployError
-from fat_deploy.exporters.coverage import Coverage
-from fat_deploy.exporters.registry import ExportFormat, formats, get_format
+from fat_deploy.registry import formats, get_format
 
 PROG = "fat-inspect"
 

@@ -10,12 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
 from fat_deploy.errors import FatDeployError
-from fat_deploy.runtimes import backends as registered_backends, check_device, get_backend, known_devices
+from fat_deploy.latency import table as paper_table
 from fat_deploy.latency.harness import TIMED, Measurement, check_settings, measure
 from fat_deploy.latency.report import (
     append_jsonl,
@@ -26,6 +26,8 @@ from fat_deploy.latency.report import (
     rich_table,
 )
 from fat_deploy.models.registry import get_spec, list_models
+from fat_deploy.registry import backends as registered_backends
+from fat_deploy.registry import check_device, get_backend, known_devices
 
 PROG = "fat-latency"
 DEFAULT_MODELS = ("fat_b0", "fat_b1", "fat_b2")
@@ -125,7 +127,6 @@ def op_profile_tables(record: dict) -> list:  # type: ignore[type-arg]
 
 
 def _table_main(args: argparse.Namespace, console: Console) -> int:
-    from fat_deploy.latency import table as paper_table
 
     if args.artifact or args.img_size or args.batch or args.throughput or args.precision != "fp32":
         raise FatDeployError("--table measures every row at its paper input size, batch 1, fp32 (and fp16 "

@@ -14,19 +14,29 @@ from typing import Any
 
 import torch.nn as nn
 
+from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, folder_images
+from fat_deploy.common.evaluation import DEFAULT_MAX_ACCURACY_DROP, Evaluation, load_eval_set
+from fat_deploy.common.files import size_of
+from fat_deploy.common.labels import check_labels, default_labels, read_labels
+from fat_deploy.common.verify import TOLERANCES, Tolerance
+from fat_deploy.contract.formats import CALIBRATED, SIMULATION, ExportFormat, ExportRequest, UnsupportedOptionError
 from fat_deploy.environment import native_stdout_to_stderr
 from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
-from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES
-from fat_deploy.exporters.evaluation import DEFAULT_MAX_ACCURACY_DROP, Evaluation, load_eval_set
-from fat_deploy.exporters.labels import check_labels, default_labels, read_labels
-from fat_deploy.exporters.manifest import build_manifest, manifest_path_for, size_of
+from fat_deploy.exporters.manifest import build_manifest, manifest_path_for
 from fat_deploy.exporters.options import check_request_options
 from fat_deploy.exporters.placement import check_targets, place_pair, prepare_output_dir, staging_folder
-from fat_deploy.exporters.registry import CALIBRATED, SIMULATION, ExportFormat, ExportRequest, UnsupportedOptionError, get_format
 from fat_deploy.exporters.verification import FAILED, NOT_VERIFIED, PASSED, summarize, verify_artifact
-from fat_deploy.exporters.verify import TOLERANCES, Tolerance
+from fat_deploy.models.deploy import to_deploy
 from fat_deploy.models.registry import ModelSpec, create_model, get_spec
-from fat_deploy.validation import require_bool, require_img_size, require_int, require_path, require_str, require_str_list
+from fat_deploy.registry import get_format
+from fat_deploy.validation import (
+    require_bool,
+    require_img_size,
+    require_int,
+    require_path,
+    require_str,
+    require_str_list,
+)
 
 __all__ = ["Artifact", "CALIBRATED", "FAILED", "NOT_VERIFIED", "PASSED", "check_calibration_folder", "check_labels",
            "check_request_options", "export", "read_labels", "resolve_img_size"]
@@ -153,7 +163,6 @@ def export(
     target = out_dir / fmt.artifact_name(name, precision, request.options)
     targets = check_targets(target, manifest_path_for(target), force)
     if deploy:
-        from fat_deploy.models.deploy import to_deploy
 
         request.model = fmt.runtime_form(to_deploy(reference))
     artifact = Artifact(model=name, format=fmt.name, precision=precision, status=FAILED)
@@ -187,7 +196,6 @@ def evaluation_for(request: ExportRequest, eval_dir: str | Path | None, eval_map
 
 def check_calibration_folder(folder: str | Path) -> None:
     """Refuse a calibration folder that is missing, empty or has unreadable images; warn when it is small."""
-    from fat_deploy.exporters.calibration import folder_images
 
     distinct = len(folder_images(folder))
     if distinct < MIN_CALIBRATION_IMAGES:

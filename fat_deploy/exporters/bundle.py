@@ -20,9 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fat_deploy.exporters.labels import labels_text
+from fat_deploy.common.labels import labels_text
+from fat_deploy.contract.formats import ExportFormat
 from fat_deploy.exporters.placement import PlacementError, folder_lock, prepare_output_dir, staging_folder
-from fat_deploy.exporters.registry import ExportFormat
+from fat_deploy.version import __version__
 
 INDEX = "bundle.json"
 LABELS = "labels.txt"
@@ -77,7 +78,6 @@ def place_bundle(built: Path, target: Path, force: bool) -> None:
 def write_bundle_files(root: Path, model: str, artifacts: list[tuple[ExportFormat, Path, dict[str, Any]]],
                        labels: list[str]) -> dict[str, Any]:
     """labels.txt and README.md per platform folder, and the index; ``artifacts`` are (format, file, manifest)."""
-    from fat_deploy import __version__
 
     platforms: dict[str, list[tuple[ExportFormat, Path, dict[str, Any]]]] = {}
     for fmt, path, manifest in artifacts:

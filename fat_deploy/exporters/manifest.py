@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from fat_deploy.environment import host_info, tool_versions
-from fat_deploy.exporters.calibration import resize_contract
-
-if TYPE_CHECKING:
-    from fat_deploy.exporters.registry import ExportFormat, ExportRequest
+from fat_deploy.common.calibration import resize_contract
+from fat_deploy.common.files import sha256_of, size_of
+from fat_deploy.contract.formats import ExportFormat, ExportRequest
+from fat_deploy.environment import host_info
+from fat_deploy.registry import recorded_versions
 
 MANIFEST_SCHEMA_VERSION = 1
 REQUIRED_KEYS = (
@@ -21,23 +20,6 @@ REQUIRED_KEYS = (
     "output", "preprocessing", "labels", "file", "tool_versions", "export_seconds",
     "verification", "host", "created",
 )
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, or of every file in a directory (sorted by relative path)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def size_of(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def manifest_path_for(artifact: Path) -> Path:
@@ -78,7 +60,7 @@ def build_manifest(
         "labels": {"source": labels_source, "count": request.num_classes, "names": request.labels},
         "file": {"name": path.name, "size_bytes": size_of(path), "sha256": sha256_of(path)},
         "format_details": details,
-        "tool_versions": {**tool_versions(), "torch": torch.__version__},
+        "tool_versions": {**recorded_versions(), "torch": torch.__version__},
         "export_seconds": round(seconds, 2),
         "verification": verification,
         "host": host_info(),

@@ -9,16 +9,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fat_deploy.exporters.registry import (
+from fat_deploy.contract.formats import (
     CALIBRATED,
     PRECISIONS,
     ExportFormat,
     QuantizationOptions,
     UnsupportedOptionError,
     flag_of,
-    formats,
     option_fields,
 )
+from fat_deploy.registry import formats
 from fat_deploy.validation import require_bool, require_int, require_str, require_str_list
 
 QUANTIZATION_OPTIONS = tuple(f.name for f in option_fields(QuantizationOptions))

@@ -11,12 +11,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fat_deploy.exporters.calibration import held_out_inputs, verification_inputs
-from fat_deploy.exporters.evaluation import accuracy
-from fat_deploy.exporters.registry import QUANTIZED, ExportFormat, ExportRequest, RuntimeUnavailable
-from fat_deploy.exporters.verify import TOLERANCES, Comparison, Tolerance, compare
+from fat_deploy.common.calibration import held_out_inputs, verification_inputs
+from fat_deploy.common.evaluation import accuracy
+from fat_deploy.common.verify import PROBABILITY_FLOOR, TOLERANCES, Comparison, Tolerance, compare
+from fat_deploy.contract.formats import QUANTIZED, ExportFormat, ExportRequest, RuntimeUnavailable
 
-PROBABILITY_FLOOR = 1e-30
 PASSED, NOT_VERIFIED, FAILED = "passed", "exported-not-verified", "failed"
 DYNAMIC_BATCH_CHECKS = (1, 4)
 SUMMARY_KEYS = ("max_abs_diff", "cosine_min", "top1_agreement", "top1_agreement_clear", "clear_inputs",

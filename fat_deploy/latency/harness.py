@@ -13,20 +13,29 @@ import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fat_deploy.environment import host_info, tool_versions
+from fat_deploy import version as version_module
+from fat_deploy.common.files import sha256_of
+from fat_deploy.contract.session import BackendError, LoadRequest
+from fat_deploy.contract.timing import time_runner
+from fat_deploy.environment import host_info
 from fat_deploy.errors import FatDeployError
-from fat_deploy.exporters.manifest import manifest_path_for, sha256_of
-from fat_deploy.runtimes import BackendError, LoadRequest, backends, check_device, get_backend
+from fat_deploy.exporters import export
+from fat_deploy.exporters.api import resolve_img_size
+from fat_deploy.exporters.manifest import manifest_path_for
+from fat_deploy.exporters.placement import PlacementError
+from fat_deploy.latency.op_profile import profile_ops
 from fat_deploy.latency.stats import summarize
+from fat_deploy.models.deploy import to_deploy
 from fat_deploy.models.registry import create_model, get_spec
+from fat_deploy.registry import backends, check_device, get_backend, get_format, recorded_versions
 from fat_deploy.validation import require_img_size, require_int, require_number, require_path, require_str
 
 log = logging.getLogger("fat_deploy")
@@ -102,37 +111,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def time_runner(runner: Any, prepared: Any, warmup: int, runs: int, min_seconds: float) -> tuple[float, list[float]]:
-    """First-run ms, then ``warmup`` untimed runs, then at least ``runs`` timed runs and ``min_seconds``."""
-    start = time.perf_counter()
-    runner.run(prepared)
-    first_ms = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
-        runner.run(prepared)
-    samples: list[float] = []
-    clock = time.perf_counter
-    begin = clock()
-    while len(samples) < runs or (clock() - begin) < min_seconds:
-        start = clock()
-        runner.run(prepared)
-        samples.append((clock() - start) * 1e3)
-    return first_ms, samples
-
-
-def time_interleaved(runs_of: dict[str, tuple[Any, Any]], warmup: int, runs: int) -> dict[str, list[float]]:
-    """Timed ms of several (runner, prepared input) pairs invoked in turn, so drift and noise hit all alike:
-    ``warmup`` untimed rounds, then ``runs`` timed rounds (what a ratio between artifacts should be read from)."""
-    samples: dict[str, list[float]] = {key: [] for key in runs_of}
-    clock = time.perf_counter
-    for round_index in range(warmup + runs):
-        for key, (runner, prepared) in runs_of.items():
-            start = clock()
-            runner.run(prepared)
-            if round_index >= warmup:
-                samples[key].append((clock() - start) * 1e3)
-    return samples
-
-
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask, where the OS has one)."""
     try:
@@ -160,9 +138,6 @@ def artifact_for(model_name: str, fmt: str, precision: str, img_size: tuple[int,
     The cache is keyed by what produced the file (fat-deploy's code and the converters' versions), and a
     cached file is used only while its sha256 still matches its manifest; otherwise it is exported again.
     """
-    from fat_deploy.exporters import export
-    from fat_deploy.exporters.placement import PlacementError
-    from fat_deploy.exporters.registry import get_format
 
     folder = cache_dir / producer_key() / f"{img_size[0]}x{img_size[1]}_b{batch}" / (
         sha256_of(Path(checkpoint))[:12] if checkpoint else "random-init")
@@ -184,10 +159,8 @@ def artifact_for(model_name: str, fmt: str, precision: str, img_size: tuple[int,
 @cache
 def producer_key() -> str:
     """Short digest of fat-deploy's own code and the tool versions: a new converter or code, a new cache entry."""
-    import fat_deploy
-
-    digest = hashlib.sha256(json.dumps(tool_versions(), sort_keys=True).encode())
-    package = Path(fat_deploy.__file__).parent
+    digest = hashlib.sha256(json.dumps(recorded_versions(), sort_keys=True).encode())
+    package = Path(version_module.__file__).parent
     for source in sorted(package.rglob("*.py")):
         digest.update(str(source.relative_to(package)).encode())
         digest.update(source.read_bytes())
@@ -254,7 +227,6 @@ def measure(
     check_device(device)
     check_settings(threads, batch, warmup, runs, min_seconds)
     require_int("--profile", profile_runs, minimum=0)
-    from fat_deploy.exporters.api import resolve_img_size
 
     spec = get_spec(model)
     size = resolve_img_size(img_size, spec)
@@ -281,7 +253,6 @@ def measure(
                              f"beside it, so it is recorded as {spec.name} {precision} on the user's word")
             log.warning("%s", record.note)
     elif runtime.artifact_format is None:
-        from fat_deploy.models.deploy import to_deploy
 
         torch_model = create_model(spec.name, checkpoint=checkpoint)
         torch_model = to_deploy(torch_model) if deploy else torch_model
@@ -303,7 +274,6 @@ def measure(
     record.peak_rss_mb = _peak_rss_mb()
     record.peak_device_mb = runner.peak_device_memory_mb()
     if profile_runs:  # after timing, never inside it: profilers slow the runs they observe
-        from fat_deploy.latency.op_profile import profile_ops
 
         record.op_profile = profile_ops(runner, prepared, profile_runs, f"{runtime.name} profiler")
     return record

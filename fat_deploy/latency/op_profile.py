@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from fat_deploy.runtimes.session import OpTime, ProfileUnavailable, Runner
+from fat_deploy.contract.session import OpTime, ProfileUnavailable, Runner
 
 TOP_OPS = 15
 

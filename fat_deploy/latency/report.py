@@ -12,7 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from fat_deploy.errors import FatDeployError
-from fat_deploy.runtimes import backends
+from fat_deploy.registry import backends
 
 COLUMNS = ("model", "backend", "device", "precision", "batch", "input", "threads", "median ms", "p90 ms",
            "min ms", "std ms", "img/s", "init ms", "first ms", "peak RSS MB", "host", "status")

@@ -22,6 +22,8 @@ from typing import Any
 from rich.table import Table
 
 from fat_deploy.errors import FatDeployError
+from fat_deploy.models import get_spec, profile
+from fat_deploy.models.registry import list_models
 from fat_deploy.paper import efficiency_table_order, paper_rows
 
 REFERENCE_MODEL = "FAT-B0"
@@ -69,7 +71,6 @@ class TableRow:
 
 def table_models() -> list[tuple[str, str]]:
     """(paper label, registry name) for every row of the paper's efficiency table, in the paper's order."""
-    from fat_deploy.models.registry import get_spec, list_models
 
     by_label = {get_spec(name).paper_label: name for name in list_models()}
     missing = [label for label in efficiency_table_order() if label not in by_label]
@@ -177,7 +178,6 @@ def plan(models: Sequence[str], cpu_backends: Sequence[str], gpu: bool = True) -
 
 def profile_models(models: Iterable[str]) -> dict[str, ModelProfile]:
     """Params and MACs of each model at its table input size (random weights; counts do not depend on them)."""
-    from fat_deploy.models import get_spec, profile
 
     profiles = {}
     for name in models:

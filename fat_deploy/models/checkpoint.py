@@ -15,7 +15,7 @@ import pickle
 import types
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from fat_deploy.errors import CheckpointError
+from fat_deploy.models.spec import ModelSpec
 
 StateDict = dict[str, torch.Tensor]
 
@@ -205,19 +206,17 @@ def _shape_signature(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def guess_variant(state_dict: Mapping[str, torch.Tensor], family: str | None = None) -> str | None:
-    """The registered model whose keys and shapes fit ``state_dict`` best (heads ignored)."""
-    from fat_deploy.models.registry import get_spec, list_models
-
+def guess_variant(state_dict: Mapping[str, torch.Tensor], candidates: Sequence[ModelSpec]) -> str | None:
+    """The candidate model whose keys and shapes fit ``state_dict`` best (heads ignored)."""
     wanted = {k: tuple(v.shape) for k, v in state_dict.items() if not k.startswith("head.")}
     best: tuple[float, str] | None = None
-    for name in list_models(family):
+    for spec in candidates:
         with torch.device("meta"):
-            expected = _shape_signature(get_spec(name).builder(num_classes=0))
+            expected = _shape_signature(spec.builder(num_classes=0))
         matching = sum(1 for k, s in wanted.items() if expected.get(k) == s)
         score = matching / max(len(wanted), len(expected))
         if best is None or score > best[0]:
-            best = (score, name)
+            best = (score, spec.name)
     return best[1] if best and best[0] > 0.5 else None
 
 
@@ -226,8 +225,10 @@ def _listing(keys: list[str], limit: int = 3) -> str:
     return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
 
 
-def apply_state_dict(model: nn.Module, state_dict: StateDict, model_name: str, source: str) -> None:
-    """Load weights with strict key and shape matching; explain any mismatch in one line."""
+def apply_state_dict(model: nn.Module, state_dict: StateDict, model_name: str, source: str,
+                     candidates: Sequence[ModelSpec] = ()) -> None:
+    """Load weights with strict key and shape matching; explain any mismatch in one line (naming the ``candidates``
+    variant the weights look like, where one fits)."""
     expected = model.state_dict()
     # BatchNorm step counters are unused at inference; some exporters drop them.
     state_dict = {**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state_dict}
@@ -245,8 +246,6 @@ def apply_state_dict(model: nn.Module, state_dict: StateDict, model_name: str, s
             f"checkpoint {source} holds non-floating weights for {len(not_floating)} floating parameters "
             f"({_listing(not_floating)}); converting them would change the model silently")
     if missing or unexpected or mismatched:
-        from fat_deploy.models.registry import get_spec
-
         parts = []
         if missing:
             parts.append(f"missing {len(missing)} keys: {_listing(missing)}")
@@ -254,7 +253,7 @@ def apply_state_dict(model: nn.Module, state_dict: StateDict, model_name: str, s
             parts.append(f"unexpected {len(unexpected)} keys: {_listing(unexpected)}")
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches: {_listing(mismatched, 2)}")
-        guess = guess_variant(state_dict, get_spec(model_name).family)
+        guess = guess_variant(state_dict, candidates)
         if guess is None:
             hint = "; the weights match no registered variant"
         elif guess != model_name:

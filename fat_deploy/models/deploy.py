@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from fat_deploy.models.fat import FAT, FASA, ConvFFN, FATBlock
+from fat_deploy.models.fat import FASA, FAT, ConvFFN, FATBlock
 
 
 class ChannelSpatialNorm(nn.Module):

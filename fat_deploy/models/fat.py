@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from fat_deploy.models.registry import ModelSpec, register_model
+from fat_deploy.models.spec import ModelSpec, register_model
 
 
 @dataclass(frozen=True)

@@ -1,113 +1,33 @@
-"""One registry for every model fat-deploy knows: FAT variants and the efficiency-table peers."""
+"""Every model fat-deploy knows (FAT variants, then the efficiency-table peers): look up, list, build."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.nn as nn
 
 from fat_deploy.errors import UnknownModelError
-from fat_deploy.paper import PaperNumbers, paper_rows
+from fat_deploy.models import baselines, fat  # noqa: F401  (importing them registers their models)
+from fat_deploy.models.checkpoint import apply_state_dict, load_state_dict, num_classes_of
+from fat_deploy.models.spec import REGISTERED_MODELS, ModelSpec, close_matches, output_classes
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-ModelBuilder = Callable[..., nn.Module]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a user needs to know to feed and compare a model."""
-
-    name: str
-    builder: ModelBuilder = field(repr=False)
-    family: str
-    input_size: int
-    source: str
-    official: bool
-    paper_label: str | None = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    resize_size: int | None = None  # shorter side before the centre crop; None: input_size / 0.875
-    interpolation: str = "bicubic"
-    min_input_size: int = 32
-    fixed_input_size: bool = False  # built for input_size only (e.g. learned position tables of that size)
-
-    @property
-    def paper(self) -> PaperNumbers | None:
-        """The paper's row for this model (labelled as the paper's), if it has one."""
-        return paper_rows().get(self.paper_label) if self.paper_label else None
-
-    @property
-    def eval_resize(self) -> int:
-        return self.resize_size or round(self.input_size / 0.875)
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add a model; names are lower-case and unique."""
-    if spec.name != spec.name.lower():
-        raise ValueError(f"model names are lower-case registry keys, got {spec.name!r}")
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def _ensure_loaded() -> None:
-    # Importing the model modules registers them; done lazily to keep `import fat_deploy` light.
-    from fat_deploy.models import fat  # noqa: F401  (FAT first: listings start with it)
-    from fat_deploy.models import baselines  # noqa: F401
+__all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "output_classes"]
 
 
 def list_models(family: str | None = None) -> list[str]:
-    """Registered model names, optionally only one family (``"fat"``, ...)."""
-    _ensure_loaded()
-    return [name for name, spec in _REGISTRY.items() if family is None or spec.family == family]
+    """Registered model names, FAT first, optionally only one family (``"fat"``, ...)."""
+    ordered = sorted(REGISTERED_MODELS.values(), key=lambda spec: spec.family != "fat")  # stable: registration order
+    return [spec.name for spec in ordered if family is None or spec.family == family]
 
 
 def get_spec(name: str) -> ModelSpec:
     """The spec of ``name``; unknown names raise with the closest matches."""
-    _ensure_loaded()
     key = name.strip().lower().replace("-", "_")
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    close = close_matches(key, list(_REGISTRY))
+    if key in REGISTERED_MODELS:
+        return REGISTERED_MODELS[key]
+    close = close_matches(key, list_models())
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise UnknownModelError(
-        f"unknown model {name!r}: {hint}known models: {', '.join(_REGISTRY)}"
-    )
-
-
-_LOOKALIKES = str.maketrans({"o": "0", "l": "1", "i": "1"})
-
-
-def close_matches(key: str, names: list[str], limit: int = 3) -> list[str]:
-    """Names closest to ``key``: typed look-alikes first (``fat_bo`` -> ``fat_b0``), ties in registry order."""
-    folded = key.translate(_LOOKALIKES)
-    scored = []
-    for index, name in enumerate(names):
-        score = 2.0 if name.translate(_LOOKALIKES) == folded else difflib.SequenceMatcher(None, key, name).ratio()
-        if score >= 0.5:
-            scored.append((-score, index, name))
-    return [name for _, _, name in sorted(scored)[:limit]]
-
-
-def output_classes(model: nn.Module) -> int:
-    """Size of a model's classifier output (0 for a headless feature extractor)."""
-    value = getattr(model, "num_classes", None)
-    if isinstance(value, int):
-        return value
-    for name in ("head", "classifier", "fc"):
-        out_features = getattr(getattr(model, name, None), "out_features", None)
-        if isinstance(out_features, int):
-            return out_features
-    return 0
+    raise UnknownModelError(f"unknown model {name!r}: {hint}known models: {', '.join(list_models())}")
 
 
 def create_model(
@@ -124,16 +44,13 @@ def create_model(
     spec = get_spec(name)
     state_dict = None
     if checkpoint is not None:
-        from fat_deploy.models.checkpoint import load_state_dict, num_classes_of
-
         state_dict = load_state_dict(checkpoint)
         found = num_classes_of(state_dict)
         if num_classes is None:
             num_classes = found if found is not None else 0
     model = spec.builder(num_classes=1000 if num_classes is None else num_classes, **kwargs)
     if state_dict is not None:
-        from fat_deploy.models.checkpoint import apply_state_dict
-
-        apply_state_dict(model, state_dict, spec.name, source=str(checkpoint))
+        apply_state_dict(model, state_dict, spec.name, source=str(checkpoint),
+                         candidates=[get_spec(n) for n in list_models(spec.family)])
     model.eval()
     return model

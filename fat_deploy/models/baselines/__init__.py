@@ -12,7 +12,7 @@ from typing import Any
 import torch.nn as nn
 
 from fat_deploy.environment import package_version
-from fat_deploy.models.registry import ModelSpec, register_model
+from fat_deploy.models.spec import ModelSpec, register_model
 
 NO_NORMALISATION = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from fat_deploy.models.baselines._layers import FixedInputSize, GeluMlp
 
+
 class ChannelsLayerNorm(nn.LayerNorm):
     """LayerNorm over the channels of an NCHW tensor."""
 

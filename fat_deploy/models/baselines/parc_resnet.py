@@ -15,6 +15,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 from fat_deploy.models.baselines._layers import FixedInputSize
 from fat_deploy.models.baselines._parc import HORIZONTAL, VERTICAL, ParCOperator
 
+
 class ParCBottleneck(nn.Module):
     """Bottleneck whose 3x3 conv is split into a vertical and a horizontal global ParC operator (half the channels each)."""
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from fat_deploy.models.baselines._layers import FixedInputSize, conv_norm_act, make_divisible
 from fat_deploy.models.baselines._parc import HORIZONTAL, VERTICAL, circular_extend, kernel_shape, resize_along
 
+
 class InvertedResidual(nn.Module):
     """cvnets MobileNetV2 block: 1x1 expand, dw3x3, 1x1 project (BN after each, swish on the first two)."""
 

@@ -15,7 +15,6 @@ import timm
 import torch.nn as nn
 
 
-
 def _no_fused_attention(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if hasattr(module, "fused_attn"):

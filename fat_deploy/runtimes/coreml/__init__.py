@@ -1,7 +1,6 @@
 """Core ML: coremltools conversion and compression, spec checks on any OS, prediction on macOS."""
 
-from fat_deploy.runtimes.base import Runtime
+from fat_deploy.contract.runtime import Runtime
 from fat_deploy.runtimes.coreml.converter import CoreMLFormat
-from fat_deploy.runtimes.coreml.session import CoreMLBackend
 
-RUNTIME = Runtime(backend=CoreMLBackend(), export_format=CoreMLFormat(), packages=("coremltools",))
+RUNTIME = Runtime(backend=CoreMLFormat.backend, export_format=CoreMLFormat(), packages=("coremltools",))

@@ -18,18 +18,28 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fat_deploy.exporters.calibration import batches, unbatch
-from fat_deploy.exporters.coverage import Accelerator, Coverage
-from fat_deploy.exporters.labels import class_names
-from fat_deploy.models.deploy import PixelNormalize
-from fat_deploy.exporters.registry import (
+from fat_deploy.common.calibration import (
+    MIN_CALIBRATION_IMAGES,
+    batches,
+    calibration_batch,
+    requested_size,
+    resize_contract,
+    unbatch,
+)
+from fat_deploy.common.files import size_of
+from fat_deploy.contract.coverage import Accelerator, Coverage
+from fat_deploy.contract.formats import (
     SIMULATION,
     ExportFormat,
-    option,
     ExportRequest,
     RuntimeUnavailable,
     UnsupportedOptionError,
+    option,
 )
+from fat_deploy.models.deploy import PixelNormalize
+from fat_deploy.runtimes.coreml.guide import guide
+from fat_deploy.runtimes.coreml.session import CoreMLBackend
+from fat_deploy.version import __version__
 
 logging.getLogger("coremltools").setLevel(logging.ERROR)  # "Failed to load _MLModelProxy" on Linux
 
@@ -74,6 +84,7 @@ class CoreMLOptions:
 
 
 class CoreMLFormat(ExportFormat):
+    backend = CoreMLBackend()
     name = "coreml"
     suffix = ".mlpackage"
     precisions = ("fp32", "fp16", *COMPRESSION_MODES, *ACTIVATION_MODES)
@@ -93,7 +104,6 @@ class CoreMLFormat(ExportFormat):
                                                           "loads the model on Apple hardware")])
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-        from fat_deploy.runtimes.coreml.guide import guide
 
         return guide(file_name, manifest)
 
@@ -133,7 +143,7 @@ class CoreMLFormat(ExportFormat):
             inputs = [ct.ImageType(name="image", shape=shape, scale=1 / 255.0, bias=[0.0, 0.0, 0.0],
                                    color_layout=ct.colorlayout.RGB)]
             if request.num_classes > 0:
-                classifier = ct.ClassifierConfig(class_names(request))
+                classifier = ct.ClassifierConfig(request.class_names)
         else:
             inputs = [ct.TensorType(name="input", shape=shape, dtype=np.float32)]
         with torch.no_grad():
@@ -150,7 +160,6 @@ class CoreMLFormat(ExportFormat):
         mlmodel.short_description = (
             f"{request.model_name} ({spec.source}); input {kind} {request.img_size[0]}x{request.img_size[1]}"
         )
-        from fat_deploy import __version__
 
         mlmodel.version = f"fat-deploy {__version__}"
         for name, text in self._descriptions(request, kind, classifier is not None).items():
@@ -183,7 +192,6 @@ class CoreMLFormat(ExportFormat):
             ModuleLinearQuantizerConfig,
         )
 
-        from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
 
         samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
                                              requested_size(request.options))
@@ -213,7 +221,6 @@ class CoreMLFormat(ExportFormat):
         """Weight compression on the fp16 ML program; returns the model and manifest details."""
         import coremltools.optimize.coreml as cto
 
-        from fat_deploy.exporters.manifest import size_of
 
         mlmodel.save(str(path))  # measure the uncompressed size first
         float_size = size_of(path)
@@ -259,7 +266,6 @@ class CoreMLFormat(ExportFormat):
     @staticmethod
     def _descriptions(request: ExportRequest, kind: str, classifier: bool) -> dict[str, str]:
         """What Xcode shows for each input and output."""
-        from fat_deploy.exporters.calibration import resize_contract
 
         height, width = request.img_size
         mean_std = f"mean {list(request.spec.mean)} and std {list(request.spec.std)}"
@@ -289,7 +295,7 @@ class CoreMLFormat(ExportFormat):
         spec = self._load_spec(path)
         problems = []
         if self.input_kind(request) == "image" and request.num_classes > 0:
-            expected = class_names(request)
+            expected = request.class_names
             if self.classifier_labels(spec) != expected:
                 problems.append("the classifier's class names differ from the labels asked for")
         if not spec.HasField("mlProgram"):

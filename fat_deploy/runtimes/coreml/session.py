@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.runtimes.session import Backend, LoadRequest, Runner
+from fat_deploy.contract.session import Backend, LoadRequest, Runner
 
 
 class CoreMLRunner(Runner):  # pragma: no cover - macOS only

@@ -17,10 +17,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
-from fat_deploy.exporters.coverage import Coverage
-from fat_deploy.exporters.registry import ExportFormat, ExportRequest
+from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
+from fat_deploy.contract.coverage import Coverage
+from fat_deploy.contract.formats import ExportFormat, ExportRequest
+from fat_deploy.contract.timing import artifact_latency
+from fat_deploy.models.deploy import executorch_form
+from fat_deploy.runtimes.executorch.coverage import pte_coverage
 from fat_deploy.runtimes.executorch.delegation import delegation_report
+from fat_deploy.runtimes.executorch.guide import guide
+from fat_deploy.runtimes.executorch.session import ExecuTorchBackend
 
 
 def lower_to_xnnpack(model: nn.Module, example: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
@@ -56,6 +61,7 @@ def quantize_pt2e(model: nn.Module, example: torch.Tensor, samples: torch.Tensor
 
 
 class ExecuTorchFormat(ExportFormat):
+    backend = ExecuTorchBackend()
     name = "executorch"
     suffix = ".pte"
     precisions = ("fp32", "int8-dynamic", "int8-static")
@@ -65,14 +71,12 @@ class ExecuTorchFormat(ExportFormat):
     bundle_platform = "ios"
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-        from fat_deploy.runtimes.executorch.guide import guide
 
         return guide(file_name, manifest)
 
     def runtime_form(self, deployed: nn.Module) -> nn.Module:
         """The deploy form XNNPACK takes whole (no LayerNorm, expand or split left to portable kernels), its
         depthwise tiles reading zero-padded inputs (:func:`executorch_form`)."""
-        from fat_deploy.models.deploy import executorch_form
 
         return executorch_form(deployed)
 
@@ -113,18 +117,16 @@ class ExecuTorchFormat(ExportFormat):
     @staticmethod
     def _quantization_cost(request: ExportRequest, example: torch.Tensor, program: bytes, path: Path) -> dict[str, Any]:
         """Size and speed of the int8 program against the fp32 program of the same model."""
-        from fat_deploy.exporters.cost import artifact_latency
 
         float_program, _ = lower_to_xnnpack(request.model.eval(), example)
         with tempfile.TemporaryDirectory(dir=path.parent) as folder:
             float_path, quant_path = Path(folder) / "float.pte", Path(folder) / "int8.pte"
             float_path.write_bytes(float_program)
             quant_path.write_bytes(program)
-            latency = artifact_latency("executorch", float_path, quant_path, request.img_size, request.batch)
+            latency = artifact_latency(ExecuTorchFormat.backend, float_path, quant_path, request.img_size, request.batch)
         return {"float_size_bytes": len(float_program), "latency": latency}
 
     def coverage(self, path: Path) -> Coverage:
-        from fat_deploy.runtimes.executorch.coverage import pte_coverage
 
         return pte_coverage(path)
 

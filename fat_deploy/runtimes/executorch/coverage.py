@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from fat_deploy.exporters.coverage import Accelerator, Coverage, sorted_counts
+from fat_deploy.contract.coverage import Accelerator, Coverage, sorted_counts
 
 BACKEND_NAMES = {"XnnpackBackend": "XNNPACK"}
 DELEGATE_PAYLOAD_NOTE = ("ops inside a delegate are compiled into its payload and not listed in the program; the "

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.runtimes.session import Backend, BackendError, LoadRequest, OpTime, ProfileUnavailable, Runner
-
+from fat_deploy.contract.session import Backend, BackendError, LoadRequest, OpTime, ProfileUnavailable, Runner
 
 # Events that wrap other events (the method, a delegate call, an operator call): left out so nothing counts twice.
 WRAPPER_EVENTS = frozenset({"Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"})

@@ -13,12 +13,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.exporters.coverage import Coverage
-from fat_deploy.exporters.labels import class_names
-from fat_deploy.exporters.registry import (ExportFormat, ExportRequest, UnsupportedOptionError, explain_option,
-                                          keep_float_option, option, require_module)
-from fat_deploy.runtimes.onnx.coverage import op_histogram
+from fat_deploy.common.calibration import sample_photos
+from fat_deploy.contract.coverage import Coverage
+from fat_deploy.contract.formats import (
+    ExportFormat,
+    ExportRequest,
+    UnsupportedOptionError,
+    explain_option,
+    keep_float_option,
+    option,
+    require_module,
+)
+from fat_deploy.runtimes.onnx.coverage import onnx_coverage, op_histogram
+from fat_deploy.runtimes.onnx.guide import guide
+from fat_deploy.runtimes.onnx.image_bytes import (
+    BYTES_INPUT,
+    PREPROCESSED,
+    PROBABILITIES,
+    add_image_bytes,
+    encoded_photos,
+    image_bytes_check,
+    model_part,
+    session,
+    shorter_side,
+)
 from fat_deploy.runtimes.onnx.quantize import CALIBRATION_METHODS, ONNX_QUANTIZED, quantize
+from fat_deploy.runtimes.onnx.session import OnnxRuntimeBackend
 
 OPSET = 20
 IMAGE_BYTES_PHOTOS = 4  # shipped photos, each encoded as JPEG and PNG, for the --image-bytes check
@@ -68,6 +88,7 @@ class OnnxOptions:
 
 
 class OnnxFormat(ExportFormat):
+    backend = OnnxRuntimeBackend()
     name = "onnx"
     suffix = ".onnx"
     precisions = ("fp32", "fp16", *ONNX_QUANTIZED)
@@ -80,12 +101,10 @@ class OnnxFormat(ExportFormat):
     bundle_platform = "web"
 
     def coverage(self, path: Path) -> Coverage:
-        from fat_deploy.runtimes.onnx.coverage import onnx_coverage
 
         return onnx_coverage(path)
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-        from fat_deploy.runtimes.onnx.guide import guide
 
         return guide(file_name, manifest)
 
@@ -101,7 +120,6 @@ class OnnxFormat(ExportFormat):
         checked end to end on encoded photos at export)."""
         if not request.options.get("image_bytes"):
             return super().run(path, request, inputs, batch)
-        from fat_deploy.runtimes.onnx.image_bytes import PREPROCESSED, model_part, session
 
         runner = session(model_part(path, OUTPUT_NAME))
         return np.concatenate([runner.run([OUTPUT_NAME], {PREPROCESSED: inputs[i:i + 1]})[0] for i in range(len(inputs))])
@@ -140,7 +158,6 @@ class OnnxFormat(ExportFormat):
             quantized_path.unlink()
         image_bytes = bool(request.options.get("image_bytes"))
         if image_bytes:
-            from fat_deploy.runtimes.onnx.image_bytes import add_image_bytes
 
             if request.batch != 1:
                 raise UnsupportedOptionError("--image-bytes takes one encoded image; leave --batch out")
@@ -152,7 +169,7 @@ class OnnxFormat(ExportFormat):
         }.items():
             simplified.metadata_props.add(key=key, value=value)
         if image_bytes:
-            simplified.metadata_props.add(key="labels", value=json.dumps(class_names(request)))
+            simplified.metadata_props.add(key="labels", value=json.dumps(request.class_names))
         onnx.checker.check_model(simplified)
         onnx.save(simplified, path)
         if image_bytes:
@@ -173,9 +190,6 @@ class OnnxFormat(ExportFormat):
     def _image_bytes_check(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         """Encoded shipped photos through the file; the reference sees the tensor the graph fed its model:
         PyTorch for fp32, the classifier part of the same file for other precisions."""
-        from fat_deploy.exporters.calibration import sample_photos
-        from fat_deploy.runtimes.onnx.image_bytes import (PREPROCESSED, encoded_photos, image_bytes_check, model_part,
-                                                           session)
 
         files = encoded_photos([np.asarray(image.convert("RGB")) for _, image in sample_photos(IMAGE_BYTES_PHOTOS)])
         if request.precision == "fp32":
@@ -198,7 +212,6 @@ class OnnxFormat(ExportFormat):
 
     def io_spec(self, request: ExportRequest) -> dict[str, Any]:
         if request.options.get("image_bytes"):
-            from fat_deploy.runtimes.onnx.image_bytes import BYTES_INPUT, PROBABILITIES, shorter_side
 
             return {
                 "input": {"name": BYTES_INPUT, "shape": ["num_bytes"], "dtype": "uint8",

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fat_deploy.exporters.coverage import Accelerator, Coverage, sorted_counts
+from fat_deploy.contract.coverage import Accelerator, Coverage, sorted_counts
 
 MOBILE_EPS = (("NNAPI", None), ("CoreML NeuralNetwork", "coreml_supported_neuralnetwork_ops.md"),
               ("CoreML MLProgram", "coreml_supported_mlprogram_ops.md"))

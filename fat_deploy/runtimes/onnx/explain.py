@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fat_deploy.exporters.explain import LayerError, LayerIO, rank_layers, tensor_sqnr
+from fat_deploy.common.explain import LayerError, LayerIO, rank_layers, tensor_sqnr
 
 ONNX_LAYER_OPS = frozenset({"Conv", "Gemm", "MatMul", "ConvTranspose"})
 

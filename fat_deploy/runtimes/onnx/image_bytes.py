@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.exporters.registry import ExportRequest
-from fat_deploy.exporters.verify import is_tie
+from fat_deploy.common.calibration import resize_contract
+from fat_deploy.common.verify import is_tie
+from fat_deploy.contract.formats import ExportRequest
 
 PREPROCESSED = "preprocessed_image"  # NCHW float32, normalised: what the model part takes
 BYTES_INPUT, PROBABILITIES = "image", "probabilities"
@@ -29,7 +30,6 @@ ENCODINGS = ("JPEG", "PNG")
 
 def shorter_side(request: ExportRequest) -> int:
     """The shorter side the image is resized to before the centre crop (the manifest's resize contract)."""
-    from fat_deploy.exporters.calibration import resize_contract
 
     contract = resize_contract(request.spec, request.img_size)
     if "resize_shorter_side" not in contract:
@@ -41,8 +41,18 @@ def add_image_bytes(model: Any, request: ExportRequest, input_name: str) -> Any:
     """``model`` (NCHW normalised float input ``input_name``, logits out) wrapped into bytes -> probabilities."""
     import onnx
     from onnxruntime_extensions.tools.pre_post_processing import (
-        CenterCrop, ChannelsLastToChannelsFirst, ConvertImageToBGR, ImageBytesToFloat, Normalize, PrePostProcessor,
-        Resize, ReverseAxis, Softmax, Unsqueeze, create_named_value)
+        CenterCrop,
+        ChannelsLastToChannelsFirst,
+        ConvertImageToBGR,
+        ImageBytesToFloat,
+        Normalize,
+        PrePostProcessor,
+        Resize,
+        ReverseAxis,
+        Softmax,
+        Unsqueeze,
+        create_named_value,
+    )
 
     _name_model_input(model, input_name)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

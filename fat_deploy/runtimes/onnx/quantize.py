@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.exporters.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
-from fat_deploy.exporters.cost import artifact_latency
-from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, report
+from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
+from fat_deploy.common.explain import EXPLAIN_METHOD, explain_inputs, report
+from fat_deploy.contract.formats import ExportRequest, UnsupportedOptionError
+from fat_deploy.contract.timing import artifact_latency
 from fat_deploy.runtimes.onnx.explain import explain_onnx
-from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
+from fat_deploy.runtimes.onnx.session import OnnxRuntimeBackend
 
 ONNX_QUANTIZED = ("int8-dynamic", "int8-static")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -98,7 +99,7 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
                 "scheme": "static QDQ: per-channel int8 weights, uint8 activations",
                 "calibration": {"method": method, "samples": len(calibration), "images": sources},
             })
-        details["latency"] = artifact_latency("onnxruntime", prepared, path, request.img_size, request.batch)
+        details["latency"] = artifact_latency(OnnxRuntimeBackend(), prepared, path, request.img_size, request.batch)
         if options.get("explain"):
             inputs, names = explain_inputs(request, sources)
             details["explain"] = {"images": names, "method": EXPLAIN_METHOD,

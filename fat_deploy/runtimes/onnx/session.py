@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.runtimes.session import (
+from fat_deploy.contract.session import (
     Backend,
     BackendError,
     LoadRequest,

@@ -15,13 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fat_deploy.exporters.coverage import Coverage, accelerators_line
-from fat_deploy.exporters.registry import ExportRequest, UnsupportedOptionError
+from fat_deploy.contract.coverage import Coverage, accelerators_line
+from fat_deploy.contract.formats import ExportRequest, UnsupportedOptionError
 from fat_deploy.runtimes.onnx.converter import OnnxFormat
-from fat_deploy.runtimes.onnx.coverage import SOURCE_EPS, mobile_accelerators
+from fat_deploy.runtimes.onnx.coverage import SOURCE_EPS, mobile_accelerators, ort_format_coverage
+from fat_deploy.runtimes.ort_mobile.guide import OPERATORS_FILE, guide
+from fat_deploy.runtimes.ort_mobile.session import OrtFormatBackend
 
 TARGET_PLATFORM = "arm"
-OPERATORS_FILE = "required_operators.config"
 
 
 def merge_operator_configs(first: str, second: str) -> str:
@@ -39,18 +40,17 @@ def merge_operator_configs(first: str, second: str) -> str:
 
 
 class OrtMobileFormat(OnnxFormat):
+    backend = OrtFormatBackend()
     name = "ort"
     suffix = ".ort"
     runtime = "onnxruntime (ORT format)"
     bundle_platform = "android"
 
     def coverage(self, path: Path) -> Coverage:
-        from fat_deploy.runtimes.onnx.coverage import ort_format_coverage
 
         return ort_format_coverage(path)
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-        from fat_deploy.runtimes.ort_mobile.guide import guide
 
         return guide(file_name, manifest)
 

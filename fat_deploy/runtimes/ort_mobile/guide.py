@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fat_deploy.runtimes.ort_mobile.converter import OPERATORS_FILE
+OPERATORS_FILE = "required_operators.config"  # the reduced-build operator list written beside the .ort file
 
 
 def guide(file_name: str, manifest: dict[str, Any]) -> str:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fat_deploy.common.labels import labels_text
+from fat_deploy.common.verify import is_tie
 from fat_deploy.models.deploy import PixelNormalize
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -108,7 +110,6 @@ def attach_metadata(path: Path, info: ClassifierMetadata) -> None:
     import flatbuffers
     from ai_edge_litert import schema_py_generated as tflite
 
-    from fat_deploy.exporters.labels import labels_text
 
     raw = path.read_bytes()
     model = tflite.ModelT.InitFromPackedBuf(raw, 0)
@@ -181,9 +182,8 @@ def mediapipe_check(path: Path, images: np.ndarray, expected: np.ndarray, tolera
     """MediaPipe's top-k on uint8 images against ``expected`` probabilities (same images, same file or model).
 
     A rank passes when MediaPipe names the expected class, or one tied with it within the measured score error
-    (:func:`~fat_deploy.exporters.verify.is_tie`); every score must be within ``tolerance``.
+    (:func:`~fat_deploy.common.verify.is_tie`); every score must be within ``tolerance``.
     """
-    from fat_deploy.exporters.verify import is_tie
 
     failures, worst = [], 0.0
     for number, (found, probs) in enumerate(zip(mediapipe_classify(path, images, top_k), expected, strict=True)):

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.errors import FatDeployError
-from fat_deploy.exporters.coverage import Coverage
-from fat_deploy.exporters.verification import PROBABILITY_FLOOR
-from fat_deploy.exporters.registry import (
+from fat_deploy.common.calibration import calibration_batch, requested_size, verification_inputs
+from fat_deploy.common.explain import EXPLAIN_METHOD, explain_inputs, report
+from fat_deploy.common.verify import PROBABILITY_FLOOR
+from fat_deploy.contract.coverage import Coverage
+from fat_deploy.contract.formats import (
     ExportFormat,
     ExportRequest,
     UnsupportedOptionError,
@@ -24,6 +25,22 @@ from fat_deploy.exporters.registry import (
     option,
     require_module,
 )
+from fat_deploy.contract.timing import artifact_latency
+from fat_deploy.errors import FatDeployError
+from fat_deploy.models.deploy import litert_form
+from fat_deploy.runtimes.tflite.app_form import (
+    ClassifierMetadata,
+    MediaPipeClassifier,
+    attach_metadata,
+    mediapipe_check,
+    read_metadata,
+    to_app_input,
+)
+from fat_deploy.runtimes.tflite.coverage import tflite_coverage
+from fat_deploy.runtimes.tflite.explain import explain_tflite
+from fat_deploy.runtimes.tflite.guide import guide
+from fat_deploy.runtimes.tflite.session import TFLiteBackend
+from fat_deploy.version import __version__
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # quiet the converter's native INFO lines
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -71,24 +88,6 @@ FLOAT_OPS_REASON = ("no XNNPACK int8 kernel for them here: quantized, they ran o
 MEDIAPIPE_SCORE_TOLERANCE = 1e-4  # MediaPipe vs its reference, absolute, on probabilities
 
 
-def to_input_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """Float values as the input tensor wants them: as is, or quantized with its scale/zero point."""
-    dtype = detail["dtype"]
-    if dtype == np.float32:
-        return values.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-def from_output_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """Output tensor values as float (dequantized when the output is integer)."""
-    if detail["dtype"] == np.float32:
-        return values.copy()
-    scale, zero_point = detail["quantization"]
-    return (values.astype(np.float32) - zero_point) * scale
-
-
 @dataclass(frozen=True)
 class TFLiteOptions:
     nhwc: bool = option("--nhwc", "tflite: NHWC input layout", default=False)
@@ -102,6 +101,7 @@ class TFLiteOptions:
 
 
 class TFLiteFormat(ExportFormat):
+    backend = TFLiteBackend()
     name = "tflite"
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8-dynamic", "int8-weights", "int8-static")
@@ -114,7 +114,6 @@ class TFLiteFormat(ExportFormat):
     bundle_options = {"mediapipe": True}
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-        from fat_deploy.runtimes.tflite.guide import guide
 
         return guide(file_name, manifest)
 
@@ -135,7 +134,6 @@ class TFLiteFormat(ExportFormat):
     def graph_inputs(request: ExportRequest, normalized: np.ndarray) -> np.ndarray:
         """Normalised NCHW images as the converted graph takes them (NHWC; in [0, 1] for --mediapipe)."""
         if request.options.get("mediapipe"):
-            from fat_deploy.runtimes.tflite.app_form import to_app_input
 
             return to_app_input(normalized, request.spec.mean, request.spec.std)
         return normalized.transpose(0, 2, 3, 1) if request.nhwc else normalized
@@ -157,7 +155,6 @@ class TFLiteFormat(ExportFormat):
         attention) with the norms' channel mean kept in NHWC (:func:`litert_form`). FAT-B0, one run (AMD EPYC
         family 25 model 17, 1 thread, ai-edge-litert 2.3.0): 30.2 ms -> 24.4 ms; onnxruntime got slower with the
         XNNPACK form, so ONNX does not use it."""
-        from fat_deploy.models.deploy import litert_form
 
         return litert_form(deployed)
 
@@ -169,7 +166,6 @@ class TFLiteFormat(ExportFormat):
         model = request.model
         example = torch.randn(request.batch, 3, *request.img_size)
         if request.options.get("mediapipe"):
-            from fat_deploy.runtimes.tflite.app_form import MediaPipeClassifier
 
             model = MediaPipeClassifier(model, request.spec.mean, request.spec.std).eval()
             example = torch.rand(request.batch, *request.img_size, 3)
@@ -195,13 +191,8 @@ class TFLiteFormat(ExportFormat):
     def _attach_and_check(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         """Write the metadata and labels into the file, then classify the shipped photos with MediaPipe and compare
         with PyTorch (fp32) or with LiteRT running the same file (other precisions)."""
-        from fat_deploy import __version__
-        from fat_deploy.exporters.calibration import verification_inputs
-        from fat_deploy.exporters.labels import class_names
-        from fat_deploy.runtimes.tflite.app_form import (ClassifierMetadata, MediaPipeClassifier, attach_metadata,
-                                                         mediapipe_check, read_metadata)
 
-        labels = class_names(request)
+        labels = request.class_names
         attach_metadata(path, ClassifierMetadata(
             name=request.model_name, version=f"{request.precision}, fat-deploy {__version__}",
             description=f"{request.model_name} image classifier ({request.spec.source}); {len(labels)} classes, "
@@ -269,7 +260,6 @@ class TFLiteFormat(ExportFormat):
                 details["kept_float_patterns"] = list(request.options["keep_float"])
         calibration_result, sources = None, []
         if request.precision == "int8-static":
-            from fat_deploy.exporters.calibration import calibration_batch, requested_size
 
             samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
                                                  requested_size(request.options))
@@ -282,12 +272,9 @@ class TFLiteFormat(ExportFormat):
         path.rename(float_path)
         result.export_model(str(path))
         if request.precision != "fp16":
-            from fat_deploy.exporters.cost import artifact_latency
 
-            details["latency"] = artifact_latency("tflite", float_path, path, request.img_size, request.batch)
+            details["latency"] = artifact_latency(TFLiteFormat.backend, float_path, path, request.img_size, request.batch)
         if request.options.get("explain"):
-            from fat_deploy.exporters.explain import EXPLAIN_METHOD, explain_inputs, report
-            from fat_deploy.runtimes.tflite.explain import explain_tflite
 
             inputs, names = explain_inputs(request, sources)
             inputs = TFLiteFormat.graph_inputs(request, inputs)
@@ -307,7 +294,6 @@ class TFLiteFormat(ExportFormat):
                 "output": describe(interpreter.get_output_details()[0])}
 
     def coverage(self, path: Path) -> Coverage:
-        from fat_deploy.runtimes.tflite.coverage import tflite_coverage
 
         return tflite_coverage(path)
 

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fat_deploy.exporters.coverage import Accelerator, Coverage, sorted_counts
+from fat_deploy.contract.coverage import Accelerator, Coverage, sorted_counts
 
 DELEGATE_OP = "DELEGATE"
 GPU_UNCHECKED = ("no GPU driver here (LiteRT's WebGPU accelerator finds no adapter); the wheel's model analyzer "

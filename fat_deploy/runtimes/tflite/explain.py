@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fat_deploy.exporters.explain import LayerError, LayerIO, rank_layers, tensor_sqnr
+from fat_deploy.common.explain import LayerError, LayerIO, rank_layers, tensor_sqnr
+from fat_deploy.runtimes.tflite.tensors import from_output_dtype, to_input_dtype
 
 TFLITE_LAYER_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"})
 
@@ -14,7 +15,6 @@ TFLITE_LAYER_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
 def _tflite_activations(path: Path, inputs: np.ndarray) -> tuple[dict[str, list[np.ndarray]], list[LayerIO]]:
     from ai_edge_litert.interpreter import Interpreter
 
-    from fat_deploy.runtimes.tflite.converter import from_output_dtype, to_input_dtype
 
     interpreter = Interpreter(str(path), experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.runtimes.session import Backend, BackendError, LoadRequest, Runner, OpTime, ProfileUnavailable
+from fat_deploy.contract.session import Backend, BackendError, LoadRequest, OpTime, ProfileUnavailable, Runner
+from fat_deploy.runtimes.tflite.tensors import from_output_dtype, to_input_dtype
 
 
 class TFLiteRunner(Runner):
@@ -16,7 +17,6 @@ class TFLiteRunner(Runner):
         self.input_index = self.input_detail["index"]
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
-        from fat_deploy.runtimes.tflite.converter import to_input_dtype
 
         data = batch.transpose(0, 2, 3, 1) if self.nhwc else batch
         return to_input_dtype(np.ascontiguousarray(data), self.input_detail)
@@ -26,7 +26,6 @@ class TFLiteRunner(Runner):
         self.interpreter.invoke()
 
     def logits(self, prepared: Any) -> np.ndarray:
-        from fat_deploy.runtimes.tflite.converter import from_output_dtype
 
         self.run(prepared)
         (target,) = self.interpreter.get_output_details()

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fat_deploy.runtimes.session import Backend, BackendError, LoadRequest, OpTime, Runner
+from fat_deploy.contract.session import Backend, BackendError, LoadRequest, OpTime, Runner
 
 
 class TorchRunner(Runner):

@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fat_deploy.common.calibration import held_out_inputs
 
 SHOWN_BY_DEFAULT = 10
 EXPLAIN_IMAGES = 4
@@ -90,7 +91,6 @@ def tensor_sqnr(float_acts: Mapping[str, list[np.ndarray]], quant_acts: Mapping[
 
 def explain_inputs(request: Any, calibrated_on: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """A few held-out images (never the calibration ones), preprocessed like inference."""
-    from fat_deploy.exporters.calibration import held_out_inputs
 
     inputs, names = held_out_inputs(request.spec, request.img_size, list(calibrated_on))
     order = sorted(range(len(names)), key=lambda i: (":" in names[i], i))  # whole photos before crops

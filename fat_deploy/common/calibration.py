@@ -17,7 +17,7 @@ import torch.nn as nn
 from PIL import Image, UnidentifiedImageError
 
 from fat_deploy.errors import FatDeployError
-from fat_deploy.models.registry import ModelSpec
+from fat_deploy.models.spec import ModelSpec
 
 SAMPLE_PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",

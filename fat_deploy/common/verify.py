@@ -38,6 +38,7 @@ TOLERANCES: dict[str, Tolerance] = {
 # A float top-1 is "clear" when its lead over the runner-up is at least this fraction of the input's logit range.
 # Random-weight models have near-tied logits, so their top-1 flips under any noise and top-1 agreement over all
 # inputs measures the tie, not the artifact; the gate judges top-1 on clear inputs only (all inputs are reported).
+PROBABILITY_FLOOR = 1e-30  # floor of probability outputs before their log (artifacts that output probabilities)
 CLEAR_MARGIN = 0.05
 
 

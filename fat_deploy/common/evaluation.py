@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from fat_deploy.common.calibration import folder_images, preprocess
 from fat_deploy.errors import FatDeployError
-from fat_deploy.exporters.calibration import folder_images, preprocess
-from fat_deploy.models.registry import ModelSpec
+from fat_deploy.models.spec import ModelSpec
 
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 percentage points a quantized artifact may lose on --eval-dir
 

@@ -1,4 +1,4 @@
-"""One registry of export formats. Each format says what it supports and why it cannot run."""
+"""What a runtime's export format implements, and what the export pipeline hands it (:class:`ExportRequest`)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch.nn as nn
 
+from fat_deploy.common.calibration import batches, unbatch
+from fat_deploy.common.evaluation import Evaluation
+from fat_deploy.common.labels import default_labels
+from fat_deploy.contract.coverage import Coverage
+from fat_deploy.contract.session import Backend, LoadRequest
 from fat_deploy.errors import FatDeployError
-from fat_deploy.models.registry import ModelSpec, output_classes
+from fat_deploy.models.spec import ModelSpec, output_classes
 from fat_deploy.precision import CALIBRATED, PRECISIONS, QUANTIZED, Precision
-from fat_deploy.runtimes.base import option
-
-if TYPE_CHECKING:
-    from fat_deploy.exporters.coverage import Coverage
-    from fat_deploy.exporters.evaluation import Evaluation
 
 __all__ = ["SIMULATION", "CALIBRATED", "PRECISIONS", "QUANTIZED", "Precision", "ExportFormat", "ExportRequest", "NoOptions",
-           "QuantizationOptions", "UnsupportedOptionError", "RuntimeUnavailable", "get_format", "list_formats",
-           "option_fields"]
+           "QuantizationOptions", "UnsupportedOptionError", "RuntimeUnavailable", "option", "option_fields"]
 
 
 class UnsupportedOptionError(FatDeployError):
@@ -55,6 +54,11 @@ class ExportRequest:
         return output_classes(self.reference)
 
     @property
+    def class_names(self) -> list[str]:
+        """The request's labels, or the defaults for its head (a request built without export() has none)."""
+        return self.labels or default_labels(self.num_classes)[0]
+
+    @property
     def dynamic_batch(self) -> bool:
         return bool(self.options.get("dynamic_batch"))
 
@@ -67,6 +71,15 @@ class ExportRequest:
 # (e.g. fake-quantized W8A8): verification measures it where the artifact's runtime cannot run on this host. The
 # pipeline takes it out of the details before they go into the manifest.
 SIMULATION = "simulation"
+
+
+def option(flag: str, help: str, *, default: Any = None, choices: tuple[str, ...] | None = None,  # noqa: A002
+           metavar: str | None = None) -> Any:
+    """A field of a runtime's options dataclass; ``fat-export`` makes its command-line flag from it.
+
+    The field's type says the flag's kind: ``bool`` a switch, ``list[str]`` one or more values, else one value.
+    """
+    return field(default=default, metadata={"flag": flag, "help": help, "choices": choices, "metavar": metavar})
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,7 @@ class ExportFormat(ABC):
     """A target format: converts a model into a file and runs that file where it can."""
 
     name: ClassVar[str]
+    backend: ClassVar[Backend]  # runs the files (verification and fat-latency share it)
     suffix: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]]
     runtime: ClassVar[str]
@@ -161,10 +175,7 @@ class ExportFormat(ABC):
 
         Runs the file with the same runner the latency harness times (one thread), batch by batch.
         """
-        from fat_deploy.exporters.calibration import batches, unbatch
-        from fat_deploy.runtimes import LoadRequest, backend_for_format
-
-        backend = backend_for_format(self.name)
+        backend = self.backend
         if reason := backend.unavailable_reason("cpu"):
             raise RuntimeUnavailable(reason)
         runner = backend.load(LoadRequest(model_name=request.model_name, model=None, artifact=path, batch=batch,
@@ -206,22 +217,3 @@ def flag_of(options_type: type, name: str) -> str:
             if f.name == name:
                 return str(f.metadata["flag"])
     return name
-
-
-def formats() -> dict[str, ExportFormat]:
-    """Every registered runtime's export format, in registration order."""
-    from fat_deploy.runtimes import runtimes
-
-    return {r.export_format.name: r.export_format for r in runtimes() if r.export_format is not None}
-
-
-def get_format(name: str) -> ExportFormat:
-    if name not in formats():
-        raise UnsupportedOptionError(
-            f"unknown format {name!r}: choose from {', '.join(list_formats())} or all"
-        )
-    return formats()[name]
-
-
-def list_formats() -> list[str]:
-    return list(formats())

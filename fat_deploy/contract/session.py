@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch.nn as nn
 
+from fat_deploy.environment import package_version
 from fat_deploy.errors import FatDeployError
 
 
@@ -96,6 +97,4 @@ class Backend(ABC):
         """Create the session/interpreter (timed by the harness as init time)."""
 
     def version(self) -> str | None:
-        from fat_deploy.environment import package_version
-
         return package_version(self.package)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fat_deploy.errors import FatDeployError
-
-if TYPE_CHECKING:
-    from fat_deploy.exporters.registry import ExportRequest
 
 
 def read_labels(path: str | Path, num_classes: int) -> list[str]:
@@ -52,8 +48,3 @@ def default_labels(num_classes: int) -> tuple[list[str], str]:
 def labels_text(labels: list[str]) -> str:
     """A labels file: one name per line, in class-index order (what TFLite metadata, MediaPipe and apps read)."""
     return "".join(f"{label}\n" for label in labels)
-
-
-def class_names(request: ExportRequest) -> list[str]:
-    """The request's labels, or the defaults for its head (a request built without export() has none)."""
-    return request.labels or default_labels(request.num_classes)[0]

@@ -1,0 +1,76 @@
+"""The shape of the package: imports go one way (no cycles, none hidden in functions), one declaration per runtime."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import grimp
+
+import fat_deploy
+
+PACKAGE = Path(fat_deploy.__file__).parent
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's components of ``graph`` with more than one module (each one an import cycle)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_counting_every_static_import() -> None:
+    """grimp reads every import statement (in functions and TYPE_CHECKING blocks too); a package also depends on
+    each package above it that Python initialises first, so those edges count as well."""
+    graph = grimp.build_graph("fat_deploy")
+    edges: dict[str, set[str]] = {}
+    for module in graph.modules:
+        targets = set(graph.find_modules_directly_imported_by(module))
+        for target in list(targets):  # importing a.b.c runs a/__init__ and a/b/__init__ first
+            parts = target.split(".")
+            targets.update(".".join(parts[:i]) for i in range(2, len(parts)))
+        edges[module] = {t for t in targets if t != module and not module.startswith(t + ".")}
+    assert strongly_connected(edges) == []
+
+
+def test_no_fat_deploy_import_inside_a_function() -> None:
+    """Imports of our own modules sit at the top of the module: none is moved into a function to dodge a cycle."""
+    hidden = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in ast.walk(tree):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(function):
+                    module = node.module if isinstance(node, ast.ImportFrom) else None
+                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                    if (module or "").startswith("fat_deploy") or any(n.startswith("fat_deploy") for n in names):
+                        hidden.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert hidden == []
