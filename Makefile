@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup check demo test test-fast clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,14 @@ demo: setup
 		--markdown results/efficiency_table.md --csv results/efficiency_table.csv \
 		--plot results/efficiency_table.png results/efficiency_table.svg
 
+# Lint, types (mypy strict on fat_deploy/) and the direction of imports (import-linter contracts in pyproject.toml).
+check: setup
+	$(VENV)/bin/ruff check fat_deploy tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+
 # Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long).
-test: setup
+test: setup check
 	$(PY) -m pytest -n 2
 
 test-fast: setup

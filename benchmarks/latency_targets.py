@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from fat_deploy.contract.session import LoadRequest
-from fat_deploy.environment import host_info, native_stdout_to_stderr
 from fat_deploy.contract.timing import time_runner
+from fat_deploy.environment import host_info, native_stdout_to_stderr
 from fat_deploy.latency.harness import measure
 from fat_deploy.models import create_model
 from fat_deploy.registry import get_backend

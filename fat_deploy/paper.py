@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -32,20 +33,20 @@ def paper_rows() -> dict[str, PaperNumbers]:
     rows: dict[str, PaperNumbers] = {}
     data = resources.files("fat_deploy") / "data"
     for filename in ("paper_fat_variants.csv", "paper_efficiency_table.csv"):
-        with (data / filename).open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                previous = rows.get(row["model"])
-                rows[row["model"]] = PaperNumbers(
-                    model=row["model"],
-                    input_size=int(row["input"]),
-                    params_m=float(row["params_m"]),
-                    flops_g=float(row["flops_g"]),
-                    top1=float(row["top1"]),
-                    cpu_ms=_opt(row.get("cpu_ms")) or (previous.cpu_ms if previous else None),
-                    gpu_ms=_opt(row.get("gpu_ms")) or (previous.gpu_ms if previous else None),
-                    throughput_img_s=_opt(row.get("throughput_img_s"))
-                    or (previous.throughput_img_s if previous else None),
-                )
+        text = (data / filename).read_text(encoding="utf-8")
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            previous = rows.get(row["model"])
+            rows[row["model"]] = PaperNumbers(
+                model=row["model"],
+                input_size=int(row["input"]),
+                params_m=float(row["params_m"]),
+                flops_g=float(row["flops_g"]),
+                top1=float(row["top1"]),
+                cpu_ms=_opt(row.get("cpu_ms")) or (previous.cpu_ms if previous else None),
+                gpu_ms=_opt(row.get("gpu_ms")) or (previous.gpu_ms if previous else None),
+                throughput_img_s=_opt(row.get("throughput_img_s"))
+                or (previous.throughput_img_s if previous else None),
+            )
     return rows
 
 
@@ -53,5 +54,5 @@ def paper_rows() -> dict[str, PaperNumbers]:
 def efficiency_table_order() -> tuple[str, ...]:
     """The paper's efficiency-table rows, in the paper's order."""
     data = resources.files("fat_deploy") / "data" / "paper_efficiency_table.csv"
-    with data.open(newline="") as handle:
-        return tuple(row["model"] for row in csv.DictReader(handle))
+    text = data.read_text(encoding="utf-8")
+    return tuple(row["model"] for row in csv.DictReader(io.StringIO(text, newline="")))

@@ -144,7 +144,7 @@ def _train(epochs: int, log: bool) -> tuple[nn.Module, dict[str, object], np.nda
             chosen = order[start:start + BATCH]
             loss = F.cross_entropy(model(random_crops(inputs[chosen], generator)), labels[chosen], label_smoothing=0.1)
             optimizer.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward untyped
             optimizer.step()
             schedule.step()
         if log:

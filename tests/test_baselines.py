@@ -22,7 +22,8 @@ from fat_deploy.models.deploy import densify_grouped_pointwise
 
 PEER_NAMES = list(PEERS)
 
-# Reference counts (the peers' papers and official code; tiny-MOAT exact from deeplab2's configs): params and GMACs (MACs including attention matmuls, the
+# Reference counts (the peers' papers and official code; tiny-MOAT exact from deeplab2's configs): params and GMACs
+# (MACs including attention matmuls, the
 # convention the peers' own papers and counters use). Exact integers where the reference is exact.
 REFERENCE = {
     "edgevit_xxs": (4.07, 0.55),

@@ -29,7 +29,8 @@ def _same_outputs(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def _official_checkpoint(model: torch.nn.Module) -> dict:
-    """What the official training script saves (github.com/qhfan/FAT ``classification/utils.py`` save_checkpoint), with a real yacs CfgNode."""
+    """What the official training script saves (github.com/qhfan/FAT ``classification/utils.py``
+    save_checkpoint), with a real yacs CfgNode."""
     from yacs.config import CfgNode
 
     config = CfgNode({"MODEL": CfgNode({"TYPE": "FAT", "NAME": "FAT_b0"}), "TAG": "default"})

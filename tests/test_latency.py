@@ -104,7 +104,7 @@ def test_cli_measures_and_appends_json(tmp_path: Path, capsys: pytest.CaptureFix
 def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     assert fat_latency(list(argv)) == 2
     err = capsys.readouterr().err
-    (line,) = [l for l in err.splitlines() if l.startswith("fat-latency: error:")]
+    (line,) = [text for text in err.splitlines() if text.startswith("fat-latency: error:")]
     assert "Traceback" not in err
     return line
 

@@ -18,7 +18,8 @@ OFFICIAL_COUNTS = {
     "fat_b2": (13_466_728, 487, 2.038, 2.131),
     "fat_b3": (29_196_264, 1039, 4.425, 4.632),
 }
-# Derived variants (docs/DESIGN.md: configurations derived from the paper's Table 1): params (M), GMACs total, GMACs conv-only.
+# Derived variants (docs/DESIGN.md: configurations derived from the paper's Table 1): params (M), GMACs total,
+# GMACs conv-only.
 DERIVED_COUNTS = {
     "fat_b3_st": (29.32, 4.618, 4.477),
     "fat_b4": (51.72, 8.532, 8.303),

@@ -108,7 +108,8 @@ def test_artifact_appearing_during_export_is_kept(tmp_path: Path, monkeypatch: p
 
 def test_two_real_concurrent_exports_never_both_place(tmp_path: Path) -> None:
     script = ("import sys, json; from fat_deploy.cli.export import main; "
-              "sys.exit(main(['--model', 'fat_b0', '--format', 'onnx', '--img-size', '64', '--out', sys.argv[1], '--json']))")
+              "sys.exit(main(['--model', 'fat_b0', '--format', 'onnx', '--img-size', '64', '--out', sys.argv[1], "
+              "'--json']))")
     runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(run.wait(timeout=600), run.stdout.read(), run.stderr.read()) for run in runs]  # type: ignore[union-attr]

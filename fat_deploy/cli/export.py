@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
@@ -155,7 +155,8 @@ def _explain_table(artifact: Artifact) -> Table:
                         "add (held-out images; lower SQNR = worse)")
     for column in ("layer (for --keep-float)", "op", "added SQNR dB", "output SQNR dB", "input SQNR dB"):
         table.add_column(column, justify="left" if column in ("layer (for --keep-float)", "op") else "right")
-    fmt = lambda v: "exact" if v is None else f"{v:.1f}"  # noqa: E731
+    def fmt(value: float | None) -> str:
+        return "exact" if value is None else f"{value:.1f}"
     for layer in artifact.explain or []:
         table.add_row(layer["name"], layer["op_type"], fmt(layer["added_db"]), fmt(layer["sqnr_db"]),
                       fmt(layer["input_sqnr_db"]))
@@ -217,7 +218,7 @@ def _run_plan(args: argparse.Namespace, model: str, plan: list[tuple[str, str]],
             label = f"{model} → {fmt_name} {precision}"
             task = progress.add_task(f"{label}: starting", total=None)
 
-            def stage(message: str, task: int = task, label: str = label) -> None:
+            def stage(message: str, task: TaskID = task, label: str = label) -> None:
                 progress.update(task, description=f"{label}: {message}")
 
             artifact = export(

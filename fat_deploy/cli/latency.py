@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=f"Latency of models per runtime. Timed: {TIMED}.")
     parser.add_argument("--model", nargs="+", help="model names or 'all' (default: fat_b0 fat_b1 fat_b2; with --table: "
                         "the paper table's 12 rows)")
-    parser.add_argument("--backend", nargs="+", default=["onnxruntime"], help=f"{', '.join(registered_backends())} (several allowed)")
-    parser.add_argument("--device", default="cpu", help=f"one of {', '.join(known_devices())} (cuda: torch, onnxruntime; gpu/all: coreml)")
+    parser.add_argument("--backend", nargs="+", default=["onnxruntime"],
+                        help=f"{', '.join(registered_backends())} (several allowed)")
+    parser.add_argument("--device", default="cpu",
+                        help=f"one of {', '.join(known_devices())} (cuda: torch, onnxruntime; gpu/all: coreml)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op / interpreter threads (default 1)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 1; 32 with --throughput)")
     parser.add_argument("--img-size", nargs="+", type=int, metavar="PX", help="N or H W (default: each model's)")
@@ -49,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs after the first (default 10)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs, at least (default 50)")
     parser.add_argument("--min-seconds", type=float, default=0.0, help="keep timing for at least this long")
-    parser.add_argument("--throughput", action="store_true", help=f"large-batch images/s (batch {THROUGHPUT_BATCH} unless --batch)")
+    parser.add_argument("--throughput", action="store_true",
+                        help=f"large-batch images/s (batch {THROUGHPUT_BATCH} unless --batch)")
     parser.add_argument("--no-deploy", action="store_true", help="time the faithful model, not the deploy form (torch)")
     parser.add_argument("--channels-last", action="store_true", help="torch: channels-last memory format")
     parser.add_argument("--cache-dir", help="where exported artifacts are kept (default ~/.cache/fat-deploy)")

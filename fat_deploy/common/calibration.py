@@ -110,7 +110,7 @@ def preprocess(image: Image.Image, spec: ModelSpec, size: tuple[int, int]) -> np
     left, top = (resized.width - width) // 2, (resized.height - height) // 2
     cropped = resized.crop((left, top, left + width, top + height))
     array = np.asarray(cropped, dtype=np.float32) / 255.0
-    array = (array - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    array = ((array - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)).astype(np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
@@ -137,7 +137,8 @@ def batches(inputs: np.ndarray, batch: int) -> list[np.ndarray]:
 
 
 def unbatch(outputs: Sequence[np.ndarray], count: int) -> np.ndarray:
-    return np.concatenate(list(outputs))[:count]
+    joined: np.ndarray = np.concatenate(list(outputs))[:count]
+    return joined
 
 
 DEFAULT_CALIBRATION_SIZE = 32
@@ -215,6 +216,6 @@ def recalibrate_batchnorm(model: nn.Module, spec: ModelSpec, size: tuple[int, in
             module.momentum = None  # cumulative average over all batches
     model.train()
     with torch.no_grad():
-        for batch in torch.from_numpy(np.stack(crops)).split(8):
+        for batch in torch.split(torch.from_numpy(np.stack(crops)), 8):
             model(batch)
     return model.eval()

@@ -56,7 +56,8 @@ def class_map(folder: Path, labels: list[str], num_classes: int, mapping_file: s
             mapping = json.loads(Path(mapping_file).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise EvaluationError(f"--eval-map {mapping_file}: {getattr(error, 'strerror', None) or error}") from None
-        if not isinstance(mapping, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
+        if not isinstance(mapping, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
             raise EvaluationError(f"--eval-map {mapping_file} must be a JSON object of folder name -> class index")
         lookup = {str(name): index for name, index in mapping.items()}
     else:

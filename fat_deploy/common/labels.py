@@ -35,7 +35,7 @@ def default_labels(num_classes: int) -> tuple[list[str], str]:
     ImageNet names two classes "crane" (the bird and the machine); those get their WordNet id appended, so the
     names are unique and a labels file written from them is accepted back by ``--labels``."""
     if num_classes == 1000:
-        from timm.data import ImageNetInfo
+        from timm.data.imagenet_info import ImageNetInfo
 
         info = ImageNetInfo()
         names = [info.index_to_description(i) for i in range(1000)]

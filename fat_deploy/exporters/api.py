@@ -95,7 +95,7 @@ def resolve_img_size(img_size: int | Sequence[int] | None, spec: ModelSpec) -> t
             f"image size {size[0]}x{size[1]} is too small for {spec.name}: it needs at least "
             f"{spec.min_input_size} px per side (its features are downsampled 32x)"
         )
-    return size  # type: ignore[return-value]
+    return size[0], size[1]
 
 
 def export(
@@ -216,7 +216,8 @@ def _check_export_arguments(arguments: dict[str, Any]) -> None:
     require_path("calibration", arguments["calibration"], optional=True)
     require_path("eval_dir", arguments["eval_dir"], optional=True)
     require_path("eval_map", arguments["eval_map"], optional=True)
-    if (drop := arguments["max_accuracy_drop"]) is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
+    drop = arguments["max_accuracy_drop"]
+    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
         raise ArgumentError(f"max_accuracy_drop must be a number of points, got {type(drop).__name__}")
     require_str("calibration_method", arguments["calibration_method"], optional=True)
     for flag in ("deploy", "verify", "force"):

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def write_bundle_files(root: Path, model: str, artifacts: list[tuple[ExportForma
     for fmt, path, manifest in artifacts:
         platforms.setdefault(str(fmt.bundle_platform), []).append((fmt, path, manifest))
     index: dict[str, Any] = {"model": model, "made_by": f"fat-deploy {__version__}",
-                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "platforms": {}}
+                             "created": datetime.now(UTC).isoformat(timespec="seconds"), "platforms": {}}
     for platform, items in platforms.items():
         folder = root / platform
         (folder / LABELS).write_text(labels_text(labels), encoding="utf-8")

@@ -24,19 +24,22 @@ SUMMARY_KEYS = ("max_abs_diff", "cosine_min", "top1_agreement", "top1_agreement_
 
 def reference_logits(model: nn.Module, inputs: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(chunk)).numpy() for chunk in np.array_split(inputs, max(1, len(inputs) // 4))])
+        chunks = np.array_split(inputs, max(1, len(inputs) // 4))
+        return np.concatenate([model(torch.from_numpy(chunk)).numpy() for chunk in chunks])
 
 
 def log_probabilities(logits: np.ndarray) -> np.ndarray:
     """log(softmax), floored as the artifacts' log-probabilities are (``PROBABILITY_FLOOR``)."""
     probabilities = torch.softmax(torch.from_numpy(logits).double(), dim=-1).numpy()
-    return np.log(np.maximum(probabilities, PROBABILITY_FLOOR)).astype(np.float32)
+    floored: np.ndarray = np.log(np.maximum(probabilities, PROBABILITY_FLOOR)).astype(np.float32)
+    return floored
 
 
 def centred(log_probs: np.ndarray) -> np.ndarray:
     """Log-probabilities minus their mean per image: the logits minus theirs (softmax drops a constant), so an
     artifact that outputs probabilities is compared like one that outputs logits, cosine and SQNR included."""
-    return log_probs - log_probs.mean(axis=-1, keepdims=True)
+    centred_values: np.ndarray = log_probs - log_probs.mean(axis=-1, keepdims=True)
+    return centred_values
 
 
 def fp16_proxy(request: ExportRequest, inputs: np.ndarray, reference: np.ndarray) -> Comparison:

@@ -13,7 +13,7 @@ import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class Measurement:
     deploy_form: bool = True
     timed: str = TIMED
     environment: dict[str, Any] = field(default_factory=dict)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     record_version: int = RECORD_VERSION
 
     @property
@@ -257,7 +257,7 @@ def measure(
         torch_model = create_model(spec.name, checkpoint=checkpoint)
         torch_model = to_deploy(torch_model) if deploy else torch_model
     else:
-        cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE", Path.home() / ".cache" / "fat-deploy"))
+        cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE") or Path.home() / ".cache" / "fat-deploy")
         artifact_path = artifact_for(spec.name, runtime.artifact_format, precision, size, batch, checkpoint, cache)
     if artifact_path is not None:
         record.artifact, record.artifact_sha256 = str(artifact_path), sha256_of(artifact_path)

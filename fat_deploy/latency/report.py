@@ -85,7 +85,7 @@ def record_problem(record: dict[str, Any]) -> str | None:
     for key, value in (stats or {}).items():
         if not _is_number(value):
             return f"stats.{key} must be a number, got {value!r}"
-    if record["status"] == "ok" and "median_ms" not in stats:
+    if record["status"] == "ok" and "median_ms" not in (stats or {}):
         return "stats.median_ms is missing"
     for key in ("init_ms", "first_run_ms", "peak_rss_mb", "peak_device_mb"):
         if record.get(key) is not None and not _is_number(record[key]):

@@ -16,6 +16,7 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from fat_deploy.models.registry import list_models
 from fat_deploy.paper import efficiency_table_order, paper_rows
 
 REFERENCE_MODEL = "FAT-B0"
-THROUGHPUT_BATCH = 128  # the FAT repo's --throughput routine (github.com/qhfan/FAT, ``classification/main.py``): batch 128, AMP, 50 + 30 runs
+# The FAT repo's --throughput routine (github.com/qhfan/FAT, ``classification/main.py``): batch 128, AMP, 50 + 30 runs.
+THROUGHPUT_BATCH = 128
 TOP1_NOTE = "top-1 is the paper's (no ImageNet evaluation here)"
 
 
@@ -79,6 +81,10 @@ def table_models() -> list[tuple[str, str]]:
     return [(label, by_label[label]) for label in efficiency_table_order()]
 
 
+def _is_cpu_batch1_of(record: dict[str, Any], backend: str) -> bool:
+    return bool(record["backend"] == backend and record["device"] == "cpu" and record["batch"] == 1)
+
+
 def _latest(records: Iterable[dict[str, Any]], predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
     chosen = None
     for record in records:
@@ -124,7 +130,7 @@ def build_rows(
         if mine:
             row.input_size = int(mine[0]["img_size"][0])
         for backend in cpu_backends:
-            record = _latest(mine, lambda r, b=backend: r["backend"] == b and r["device"] == "cpu" and r["batch"] == 1)
+            record = _latest(mine, partial(_is_cpu_batch1_of, backend=backend))
             row.cpu_ms[backend], reason = _median(record)
             if reason:
                 row.reasons[f"cpu:{backend}"] = reason
@@ -325,7 +331,8 @@ def plot(rows: Sequence[TableRow], backend: str, paths: Sequence[str | Path], en
                 ax.plot([ours, row.paper_cpu_ms], [row.paper_top1] * 2, color=color, alpha=0.25, lw=1)
     fat = [r for r in rows if r.label.startswith("FAT") and r.cpu_ms.get(backend) is not None]
     if len(fat) > 1:
-        ax.plot([r.cpu_ms[backend] for r in fat], [r.paper_top1 for r in fat], color="tab:red", lw=1.5, zorder=1)
+        points = [(float(r.cpu_ms[backend] or 0.0), float(r.paper_top1 or 0.0)) for r in fat]  # both set: filtered
+        ax.plot([x for x, _ in points], [y for _, y in points], color="tab:red", lw=1.5, zorder=1)
     ax.scatter([], [], marker="o", color="gray", label=f"measured here ({backend}, CPU ms, batch 1)")
     ax.scatter([], [], marker="o", facecolors="none", edgecolors="gray", label="paper's CPU ms")
     ax.set_xlabel("CPU latency (ms per image)")

@@ -267,4 +267,5 @@ def apply_state_dict(model: nn.Module, state_dict: StateDict, model_name: str, s
     upcast = sorted({str(v.dtype).removeprefix("torch.") for k, v in state_dict.items()
                      if v.is_floating_point() and v.dtype != expected[k].dtype})
     # Recorded on the model for the manifest: fp16/bf16 weights are upcast (exactly) to float32.
-    model.checkpoint_notes = {"upcast_from": upcast, "upcast_to": "float32"} if upcast else {}
+    notes: dict[str, object] = {"upcast_from": upcast, "upcast_to": "float32"} if upcast else {}
+    setattr(model, "checkpoint_notes", notes)  # noqa: B010 - an attribute nn.Module does not declare

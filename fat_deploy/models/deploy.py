@@ -25,7 +25,7 @@ transposed conv, ParC-Net's run-time-built kernels, MOAT's relative-position loo
 from __future__ import annotations
 
 import copy
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -137,7 +137,8 @@ class TiledDepthwiseConv(nn.Module):
             if self.pad_inputs:
                 top, left = self.padding - r0, self.padding - c0
                 padded = F.pad(x, (left, self.tile - 1 - left, top, self.tile - 1 - top))
-                share = F.conv2d(padded, piece.weight, None, 1, 0, 1, piece.groups)
+                conv = cast(nn.Conv2d, piece)
+                share = F.conv2d(padded, conv.weight, None, 1, 0, 1, conv.groups)
             else:
                 share = piece(x)[:, :, r0:r0 + height, c0:c0 + width]
             out = share if out is None else out + share
@@ -236,7 +237,8 @@ class DeployFASA(nn.Module):
         self.batched_heads = False  # see xnnpack_form()
         channels = self.q.out_channels
         self.kv.weight.data[:channels] *= attn.scale
-        self.kv.bias.data[:channels] *= attn.scale
+        if self.kv.bias is not None:
+            self.kv.bias.data[:channels] *= attn.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, c, h, w = x.shape
@@ -353,11 +355,12 @@ def densify_grouped_pointwise(model: nn.Module) -> nn.Module:
     for name, child in list(model.named_children()):
         if (isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1) and child.groups > 1
                 and child.groups != child.in_channels):
-            dense = nn.Conv2d(child.in_channels, child.out_channels, 1, child.stride, 0,
-                              bias=child.bias is not None)
-            dense.weight.data.copy_(torch.block_diag(*child.weight.detach()[:, :, 0, 0].chunk(child.groups))
-                                    .reshape_as(dense.weight))
-            if child.bias is not None:
+            stride = (child.stride[0], child.stride[1])
+            dense = nn.Conv2d(child.in_channels, child.out_channels, 1, stride, 0, bias=child.bias is not None)
+            blocks = child.weight.detach()[:, :, 0, 0].chunk(child.groups)
+            diagonal = torch.block_diag(*blocks)  # type: ignore[no-untyped-call]  # torch leaves it untyped
+            dense.weight.data.copy_(diagonal.reshape_as(dense.weight))
+            if child.bias is not None and dense.bias is not None:
                 dense.bias.data.copy_(child.bias.detach())
             setattr(model, name, dense)
         else:
@@ -367,13 +370,17 @@ def densify_grouped_pointwise(model: nn.Module) -> nn.Module:
 
 def _fold_fat(model: FAT) -> None:
     for layer in model.layers:
-        layer.blocks = nn.ModuleList(DeployFATBlock(block) for block in layer.blocks)
+        blocks = cast(list[FATBlock], layer.blocks)
+        layer.blocks = nn.ModuleList(DeployFATBlock(block) for block in blocks)
+    norm, stem_norm = model.norm, model.patch_embed.layernorm
+    if not isinstance(norm, nn.GroupNorm) or not isinstance(stem_norm, nn.GroupNorm):
+        raise TypeError("to_deploy takes a faithful FAT (GroupNorm layers), not one already in deploy form")
     if isinstance(model.head, nn.Linear):
-        _affine_into_pointwise(model.norm, model.head)
-        model.norm = ChannelSpatialNorm.from_group_norm(model.norm, keep_affine=False)
+        _affine_into_pointwise(norm, model.head)
+        model.norm = ChannelSpatialNorm.from_group_norm(norm, keep_affine=False)
     else:
-        model.norm = ChannelSpatialNorm.from_group_norm(model.norm)
-    model.patch_embed.layernorm = ChannelSpatialNorm.from_group_norm(model.patch_embed.layernorm)
+        model.norm = ChannelSpatialNorm.from_group_norm(norm)
+    model.patch_embed.layernorm = ChannelSpatialNorm.from_group_norm(stem_norm)
 
 
 @torch.no_grad()
@@ -393,6 +400,9 @@ def to_deploy(model: nn.Module) -> nn.Module:
 
 class PixelNormalize(nn.Module):
     """(x - mean) / std per channel inside the graph, for image inputs in [0, 1] (Core ML ImageType, MediaPipe)."""
+
+    mean: torch.Tensor
+    inv_std: torch.Tensor
 
     def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()

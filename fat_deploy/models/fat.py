@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
+from timm.layers.drop import DropPath
 
 from fat_deploy.models.spec import ModelSpec, register_model
 
@@ -64,7 +64,7 @@ class PatchEmbedding(nn.Module):
         self.conv3 = BasicBlock(out_channels, out_channels, 1)
         self.conv4 = BasicBlock(out_channels, out_channels, 1)
         self.conv5 = _pointwise(out_channels, out_channels)
-        self.layernorm = nn.GroupNorm(1, out_channels)
+        self.layernorm: nn.Module = nn.GroupNorm(1, out_channels)  # deploy form: ChannelSpatialNorm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv4(self.conv3(self.conv2(self.conv1(x))))
@@ -223,7 +223,7 @@ class FAT(nn.Module):
             out_dim = cfg.embed_dims[stage if last else stage + 1]
             self.layers.append(FATLayer(cfg, stage, out_dim, not last, rates[start : start + depth]))
             start += depth
-        self.norm = nn.GroupNorm(1, cfg.embed_dims[-1])
+        self.norm: nn.Module = nn.GroupNorm(1, cfg.embed_dims[-1])  # deploy form: ChannelSpatialNorm
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.head: nn.Module = (
             nn.Linear(cfg.embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
@@ -248,10 +248,14 @@ FAT_CONFIGS: dict[str, tuple[FATConfig, str, str, bool]] = {
     "fat_b0": (FATConfig((32, 80, 160, 256), (2, 2, 6, 2), (2, 5, 10, 16), 0.05), "FAT-B0", OFFICIAL.format("FAT_b0"), True),
     "fat_b1": (FATConfig((48, 96, 192, 384), (2, 2, 6, 2), (3, 6, 12, 24), 0.10), "FAT-B1", OFFICIAL.format("FAT_b1"), True),
     "fat_b2": (FATConfig((64, 128, 256, 512), (2, 2, 6, 2), (2, 4, 8, 16), 0.10), "FAT-B2", OFFICIAL.format("FAT_b2"), True),
-    "fat_b3": (FATConfig((64, 128, 256, 512), (4, 4, 16, 4), (2, 4, 8, 16), 0.15), "FAT-B3", OFFICIAL.format("FAT_b3"), True),
-    "fat_b3_st": (FATConfig((96, 192, 384, 768), (2, 2, 6, 2), (3, 6, 12, 24), 0.15), "FAT-B3-ST", DERIVED.format("Swin-T layout"), False),
-    "fat_b4": (FATConfig((96, 192, 384, 768), (2, 2, 18, 2), (3, 6, 12, 24), 0.15), "FAT-B4", DERIVED.format("Swin-S layout"), False),
-    "fat_b5": (FATConfig((128, 256, 512, 1024), (2, 2, 18, 2), (4, 8, 16, 32), 0.15), "FAT-B5", DERIVED.format("Swin-B layout"), False),
+    "fat_b3": (FATConfig((64, 128, 256, 512), (4, 4, 16, 4), (2, 4, 8, 16), 0.15), "FAT-B3",
+              OFFICIAL.format("FAT_b3"), True),
+    "fat_b3_st": (FATConfig((96, 192, 384, 768), (2, 2, 6, 2), (3, 6, 12, 24), 0.15), "FAT-B3-ST",
+                 DERIVED.format("Swin-T layout"), False),
+    "fat_b4": (FATConfig((96, 192, 384, 768), (2, 2, 18, 2), (3, 6, 12, 24), 0.15), "FAT-B4",
+              DERIVED.format("Swin-S layout"), False),
+    "fat_b5": (FATConfig((128, 256, 512, 1024), (2, 2, 18, 2), (4, 8, 16, 32), 0.15), "FAT-B5",
+              DERIVED.format("Swin-B layout"), False),
 }
 
 

@@ -61,6 +61,9 @@ class TiledDepthwiseUpsample(nn.Module):
     TRANSPOSE_CONV has no groups).
     """
 
+    tiled_kernel: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, conv: nn.ConvTranspose2d, in_size: tuple[int, int]) -> None:
         super().__init__()
         ratio = conv.stride[0]

@@ -40,7 +40,7 @@ class ParCBottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class ParCResNet50(FixedInputSize, ResNet):
+class ParCResNet50(FixedInputSize, ResNet):  # type: ignore[misc]  # torchvision ships no type information
     display_name = "ParC-ResNet50"
 
     def __init__(self, num_classes: int = 1000, img_size: int = 224, parc_from: tuple[int, int] = (3, 2)) -> None:
@@ -51,7 +51,7 @@ class ParCResNet50(FixedInputSize, ResNet):
             for index in range(first, len(layer)):
                 layer[index] = ParCBottleneck(layer[index], img_size // stride)
         if num_classes == 0:
-            self.fc = nn.Identity()  # type: ignore[assignment]
+            self.fc = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -62,7 +62,7 @@ class BakedCircularConv(nn.Module):
         super().__init__()
         self.direction = direction
         channels = kernel.shape[0]
-        self.conv = nn.Conv2d(channels, channels, tuple(kernel.shape[2:]), groups=channels, bias=False)
+        self.conv = nn.Conv2d(channels, channels, (int(kernel.shape[2]), int(kernel.shape[3])), groups=channels, bias=False)
         self.conv.weight.data.copy_(kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +86,8 @@ class PositionEmbedding(nn.Module):
 
 
 class BakedPositionEmbedding(nn.Module):
+    pe: torch.Tensor
+
     def __init__(self, pe: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("pe", pe.clone())
@@ -140,7 +142,7 @@ class GCCBlock(nn.Module):
     def __init__(self, dim: int, ffn_dim: int, meta_size: int, with_pe: bool, feature_size: int) -> None:
         super().__init__()
         half = dim // 2
-        self.half = half
+        self.split_at = half
         self.branch_h = ParCHalf(half, VERTICAL, meta_size, with_pe, feature_size)
         self.branch_w = ParCHalf(dim - half, HORIZONTAL, meta_size, with_pe, feature_size)
         self.ffn = nn.Sequential(
@@ -149,7 +151,7 @@ class GCCBlock(nn.Module):
         self.ca = ChannelAttention(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat((self.branch_h(x[:, : self.half]), self.branch_w(x[:, self.half :])), dim=1)
+        x = torch.cat((self.branch_h(x[:, : self.split_at]), self.branch_w(x[:, self.split_at :])), dim=1)
         return x + self.ca(self.ffn(x))
 
 

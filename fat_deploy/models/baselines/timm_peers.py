@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import timm
 import torch.nn as nn
+from timm.layers.config import set_layer_config
 
 
 def _no_fused_attention(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if hasattr(module, "fused_attn"):
-            module.fused_attn = False
+            setattr(module, "fused_attn", False)  # noqa: B010 - a timm attribute nn.Module does not declare
     return model
 
 
 def build(variant: str, num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
     """timm's model ``variant`` with random weights (nothing is downloaded) and export-safe layers."""
-    with timm.layers.set_layer_config(exportable=True, scriptable=False):
+    with set_layer_config(exportable=True, scriptable=False):
         model = timm.create_model(variant, pretrained=False, num_classes=num_classes, in_chans=in_chans)
     return _no_fused_attention(model)

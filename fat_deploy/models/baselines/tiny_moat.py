@@ -59,6 +59,8 @@ def relative_position_index(size: int) -> torch.Tensor:
 
 
 class RelativeAttention(nn.Module):
+    precomputed_bias: torch.Tensor | None
+    relative_index: torch.Tensor
     """Global multi-head self-attention with a learned 2-D relative position bias (one table per head)."""
 
     def __init__(self, dim: int, head_size: int, feature_size: int) -> None:

@@ -147,7 +147,7 @@ class CoreMLFormat(ExportFormat):
         else:
             inputs = [ct.TensorType(name="input", shape=shape, dtype=np.float32)]
         with torch.no_grad():
-            traced = torch.jit.trace(model, torch.rand(shape))
+            traced = torch.jit.trace(model, torch.rand(shape))  # type: ignore[no-untyped-call]  # torch leaves it untyped
         mlmodel = ct.convert(
             traced, inputs=inputs, outputs=None if classifier else [ct.TensorType(name="logits")],
             classifier_config=classifier, convert_to="mlprogram",
@@ -204,7 +204,7 @@ class CoreMLFormat(ExportFormat):
         prepared = quantizer.prepare(example_inputs=(example,), inplace=False).eval()
         quantizer.step()
         with torch.no_grad():
-            for batch in torch.from_numpy(samples).split(8):
+            for batch in torch.split(torch.from_numpy(samples), 8):
                 prepared(batch)
         finalized = quantizer.finalize(inplace=False).eval()
         details: dict[str, Any] = {
@@ -233,7 +233,8 @@ class CoreMLFormat(ExportFormat):
             compressed = cto.palettize_weights(mlmodel, config=cto.OptimizationConfig(global_config=config))
             scheme = f"{bits}-bit k-means palettization (per tensor lookup table)"
         elif precision == "int4-block":
-            config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=32)
+            config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
+                                                 block_size=32)
             compressed = cto.linear_quantize_weights(mlmodel, config=cto.OptimizationConfig(global_config=config))
             scheme = "int4 weights, symmetric, per block of 32 (iOS18)"
         else:
@@ -270,7 +271,8 @@ class CoreMLFormat(ExportFormat):
         height, width = request.img_size
         mean_std = f"mean {list(request.spec.mean)} and std {list(request.spec.std)}"
         if kind == "image":
-            texts = {"image": f"RGB image, {width}x{height} px ({resize_contract(request.spec, request.img_size)['resize']}); "
+            resize = resize_contract(request.spec, request.img_size)["resize"]
+            texts = {"image": f"RGB image, {width}x{height} px ({resize}); "
                               f"the model applies {mean_std} itself"}
         else:
             texts = {"input": f"float32 NCHW [{request.batch}, 3, {height}, {width}], RGB/255 normalised with {mean_std}"}
@@ -354,8 +356,9 @@ class CoreMLFormat(ExportFormat):
         if self.input_kind(request) == "image":
             source = {"name": "image", "type": "ImageType RGB", "shape": [request.batch, 3, height, width],
                       "value_range": "0-255 pixels, scaled by 1/255; mean/std applied inside the model"}
-            target = {"names": ["classLabel", "classLabel_probs"], "meaning": "class label and softmax probabilities"} \
-                if request.num_classes > 0 else {"name": "logits", "meaning": "features"}
+            target: dict[str, Any] = (
+                {"names": ["classLabel", "classLabel_probs"], "meaning": "class label and softmax probabilities"}
+                if request.num_classes > 0 else {"name": "logits", "meaning": "features"})
         else:
             source = {"name": "input", "type": "TensorType float32", "shape": [request.batch, 3, height, width],
                       "layout": "NCHW", "value_range": "normalised (x/255 - mean) / std"}

@@ -57,7 +57,8 @@ def quantize_pt2e(model: nn.Module, example: torch.Tensor, samples: torch.Tensor
         prepared = prepare_pt2e(captured, quantizer)
         for sample in samples:
             prepared(sample[None])
-        return convert_pt2e(prepared)
+        converted: nn.Module = convert_pt2e(prepared)
+        return converted
 
 
 class ExecuTorchFormat(ExportFormat):

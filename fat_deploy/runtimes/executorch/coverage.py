@@ -31,7 +31,8 @@ def pte_coverage(path: Path) -> Coverage:
                     operator = plan.operators[args.op_index]
                     portable[operator.name + (f".{operator.overload}" if operator.overload else "")] += 1
     ops = sorted_counts({f"delegate:{backend}": n for backend, n in calls.items()} | dict(portable))
-    accelerators = [Accelerator(name=BACKEND_NAMES.get(backend, backend), partitions=n, outside=sorted_counts(dict(portable)),
+    accelerators = [Accelerator(name=BACKEND_NAMES.get(backend, backend), partitions=n,
+                                outside=sorted_counts(dict(portable)),
                                 verdict="delegate calls in the program")
                     for backend, n in calls.items()]
     transposes = sum(n for op, n in portable.items() if "permute" in op or "transpose" in op)

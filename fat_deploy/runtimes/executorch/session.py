@@ -45,7 +45,8 @@ class ExecuTorchRunner(Runner):
 
     def logits(self, prepared: Any) -> np.ndarray:
         (output,) = self.run(prepared)
-        return output.detach().numpy().astype(np.float32, copy=True)
+        logits: np.ndarray = output.detach().numpy().astype(np.float32, copy=True)
+        return logits
 
     def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
         """ETDump events of ``runs`` invocations on a separately loaded program (the first run is left out)."""

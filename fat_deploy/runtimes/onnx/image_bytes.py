@@ -34,7 +34,7 @@ def shorter_side(request: ExportRequest) -> int:
     contract = resize_contract(request.spec, request.img_size)
     if "resize_shorter_side" not in contract:
         raise ValueError("--image-bytes needs a square --img-size (the resize step keeps one shorter side)")
-    return int(contract["resize_shorter_side"])
+    return int(str(contract["resize_shorter_side"]))
 
 
 def add_image_bytes(model: Any, request: ExportRequest, input_name: str) -> Any:

@@ -47,7 +47,8 @@ def _excluded_nodes(model_path: Path, patterns: list[str]) -> list[str]:
     import onnx
 
     nodes = onnx.load(str(model_path)).graph.node
-    matches = lambda node, pattern: fnmatch.fnmatch(node.name, pattern) or pattern in node.name  # noqa: E731
+    def matches(node: Any, pattern: str) -> bool:
+        return fnmatch.fnmatch(node.name, pattern) or pattern in node.name
     if unmatched := [p for p in patterns if not any(matches(node, p) for node in nodes)]:
         raise UnsupportedOptionError(
             f"--keep-float {' '.join(unmatched)} matches no node of the ONNX graph (names are module paths such as "

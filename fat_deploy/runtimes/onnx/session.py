@@ -6,7 +6,7 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     package = "onnxruntime"
     artifact_format = "onnx"
-    devices = ("cpu", "cuda")
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     module, extra = "onnxruntime", "onnx"
 
     def unavailable_reason(self, device: str) -> str | None:
@@ -77,7 +77,9 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         assert request.artifact is not None
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if request.device == "cuda" else ["CPUExecutionProvider"]
+        providers = ["CPUExecutionProvider"]
+        if request.device == "cuda":
+            providers.insert(0, "CUDAExecutionProvider")
 
         def make_session(profile: bool = False, prefix: str = "") -> Any:
             """A session with the timed settings; with ``profile``, writing an op profile under ``prefix``."""

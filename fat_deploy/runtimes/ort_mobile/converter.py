@@ -27,7 +27,7 @@ TARGET_PLATFORM = "arm"
 
 def merge_operator_configs(first: str, second: str) -> str:
     """Two ``required_operators.config`` texts as one: comments of both, the union of each domain/opset's ops."""
-    comments, ops = [], {}
+    comments, ops = list[str](), dict[tuple[str, str], set[str]]()
     for line in (*first.splitlines(), *second.splitlines()):
         if not line.strip() or line.startswith("#"):
             if line.strip() and line not in comments:

@@ -150,7 +150,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
     (unit,) = image.processUnits
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         files = {name: archive.read(name).decode("utf-8") for name in archive.namelist()}
-    text = lambda value: value.decode() if isinstance(value, bytes) else value  # noqa: E731
+    def text(value: object) -> object:
+        return value.decode() if isinstance(value, bytes) else value
     return {
         "name": text(meta.name), "version": text(meta.version), "author": text(meta.author),
         "license": text(meta.license), "description": text(meta.description),
@@ -200,5 +201,6 @@ def mediapipe_check(path: Path, images: np.ndarray, expected: np.ndarray, tolera
         failures.append(f"scores differ by up to {worst:.2e} (tolerance {tolerance:.0e})")
     from importlib.metadata import version
 
-    return {"client": "mediapipe.tasks ImageClassifier", "version": version("mediapipe"), "images": len(images), "top_k": top_k,
+    return {"client": "mediapipe.tasks ImageClassifier", "version": version("mediapipe"), "images": len(images),
+            "top_k": top_k,
             "max_score_diff": worst, "tolerance": tolerance, "passed": not failures, "failures": failures[:5]}

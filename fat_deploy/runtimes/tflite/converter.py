@@ -144,7 +144,9 @@ class TFLiteFormat(ExportFormat):
         if not request.options.get("mediapipe"):
             return super().run(path, request, inputs, batch)
         pixels = self.graph_inputs(request, inputs)
-        return np.log(np.maximum(self._probabilities(path, request, pixels, batch), PROBABILITY_FLOOR))
+        log_probabilities: np.ndarray = np.log(np.maximum(self._probabilities(path, request, pixels, batch),
+                                                       PROBABILITY_FLOOR))
+        return log_probabilities
 
     def _probabilities(self, path: Path, request: ExportRequest, pixels: np.ndarray, batch: int) -> np.ndarray:
         """What a --mediapipe file outputs for NHWC images in [0, 1], run by the harness's LiteRT runner."""
@@ -235,7 +237,8 @@ class TFLiteFormat(ExportFormat):
             )
             details["scheme"] = "float16 weights (fp32 compute, DEQUANTIZE at load)"
         else:
-            recipes = {"int8-dynamic": (recipe.dynamic_wi8_afp32, "dynamic range: int8 weights, activations quantized at run time"),
+            recipes = {"int8-dynamic": (recipe.dynamic_wi8_afp32,
+                                        "dynamic range: int8 weights, activations quantized at run time"),
                        "int8-weights": (recipe.weight_only_wi8_afp32, "weight-only int8 (dequantized to fp32 compute)"),
                        "int8-static": (recipe.static_wi8_ai8, "static W8A8 with float32 I/O")}
             make_recipe, details["scheme"] = recipes[request.precision]
@@ -258,7 +261,7 @@ class TFLiteFormat(ExportFormat):
                                                   algorithm_key=AlgorithmName.NO_QUANTIZE)
             if request.options.get("keep_float"):
                 details["kept_float_patterns"] = list(request.options["keep_float"])
-        calibration_result, sources = None, []
+        calibration_result, sources = None, list[str]()
         if request.precision == "int8-static":
 
             samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
@@ -288,8 +291,9 @@ class TFLiteFormat(ExportFormat):
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(str(path))
-        describe = lambda d: {"dtype": np.dtype(d["dtype"]).name,  # noqa: E731
-                              "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
+        def describe(d: dict[str, Any]) -> dict[str, Any]:
+            return {"dtype": np.dtype(d["dtype"]).name,
+                    "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
         return {"input": describe(interpreter.get_input_details()[0]),
                 "output": describe(interpreter.get_output_details()[0])}
 

@@ -15,9 +15,9 @@ def guide(file_name: str, manifest: dict[str, Any]) -> str:
 
 The file carries TFLite metadata (input normalisation: pixel / 255; the model's mean/std are inside the graph)
 and its labels, so MediaPipe's `ImageClassifier` needs no preprocessing code and returns class names. Checked
-here: MediaPipe's `ImageClassifier` (Python, mediapipe {check.get('version', '')}) loaded this file and, on {check['images']} photos
-at the model's input size, returned the same top-{check['top_k']} classes as {check['reference']}; scores within
-{check['max_score_diff']:.1e} (tolerance {check['tolerance']:.0e}).
+here: MediaPipe's `ImageClassifier` (Python, mediapipe {check.get('version', '')}) loaded this file and, on
+{check['images']} photos at the model's input size, returned the same top-{check['top_k']} classes as
+{check['reference']}; scores within {check['max_score_diff']:.1e} (tolerance {check['tolerance']:.0e}).
 
 MediaPipe scales the region of interest to the input size itself (bilinear); pass the model's centre crop as
 that region:

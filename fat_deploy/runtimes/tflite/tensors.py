@@ -14,7 +14,8 @@ def to_input_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         return values.astype(np.float32)
     scale, zero_point = detail["quantization"]
     info = np.iinfo(dtype)
-    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+    quantized: np.ndarray = np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+    return quantized
 
 
 def from_output_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -22,4 +23,5 @@ def from_output_dtype(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     if detail["dtype"] == np.float32:
         return values.copy()
     scale, zero_point = detail["quantization"]
-    return (values.astype(np.float32) - zero_point) * scale
+    dequantized: np.ndarray = (values.astype(np.float32) - zero_point) * scale
+    return dequantized

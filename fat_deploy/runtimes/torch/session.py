@@ -26,7 +26,8 @@ class TorchRunner(Runner):
         return out
 
     def logits(self, prepared: Any) -> np.ndarray:
-        return self.run(prepared).float().cpu().numpy()
+        logits: np.ndarray = self.run(prepared).float().cpu().numpy()
+        return logits
 
     def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
         """torch.profiler self time per ATen op (eager runs have no graph nodes: ``name`` is the op)."""
