@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from fake_runtime import FAKE_RUNTIME
 
+from fat_deploy import registry
 from fat_deploy.models import create_model
 
 
@@ -58,3 +60,13 @@ def trained_looking_checkpoint(tmp_path_factory: pytest.TempPathFactory):  # typ
     path = tmp_path_factory.mktemp("trained") / "fat_b0_trained_looking.pth"
     torch.save(randomize_norm_stats(create_model("fat_b0")).state_dict(), path)
     return path
+
+
+@pytest.fixture
+def fake_runtime():  # type: ignore[no-untyped-def]
+    """The tests' ``.npz`` runtime (tests/fake_runtime.py), registered for one test."""
+    registry.register(FAKE_RUNTIME)
+    try:
+        yield FAKE_RUNTIME
+    finally:
+        registry.unregister(FAKE_RUNTIME)

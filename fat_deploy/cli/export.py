@@ -19,6 +19,8 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.api import (
     CALIBRATED,
     FAILED,
+    NOT_VERIFIED,
+    PASSED,
     Artifact,
     check_calibration_folder,
     check_request_options,
@@ -126,7 +128,7 @@ def _table(artifacts: list[Artifact]) -> Table:
                "seconds")
     for column in ("format", "precision", "status", *numeric, "artifact / reason"):
         table.add_column(column, justify="right" if column in numeric else "left")
-    style = {"passed": "green", "exported-not-verified": "yellow", FAILED: "red"}
+    style = {PASSED: "green", NOT_VERIFIED: "yellow", FAILED: "red"}
     for a in artifacts:
         c = a.comparison or {}
         label = f" ({c['source']})" if c.get("source") in ("fp16 proxy", "simulated") else ""

@@ -25,7 +25,7 @@ from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
 from fat_deploy.exporters.manifest import build_manifest, manifest_path_for
 from fat_deploy.exporters.options import check_request_options
 from fat_deploy.exporters.placement import check_targets, place_pair, prepare_output_dir, staging_folder
-from fat_deploy.exporters.verification import FAILED, NOT_VERIFIED, PASSED, summarize, verify_artifact
+from fat_deploy.exporters.verification import FAILED, NOT_VERIFIED, PASSED, Status, summarize, verify_artifact
 from fat_deploy.models.deploy import to_deploy
 from fat_deploy.models.registry import ModelSpec, create_model, get_spec
 from fat_deploy.registry import get_format
@@ -38,8 +38,8 @@ from fat_deploy.validation import (
     require_str_list,
 )
 
-__all__ = ["Artifact", "CALIBRATED", "FAILED", "NOT_VERIFIED", "PASSED", "check_calibration_folder", "check_labels",
-           "check_request_options", "export", "read_labels", "resolve_img_size"]
+__all__ = ["Artifact", "CALIBRATED", "FAILED", "NOT_VERIFIED", "PASSED", "Status", "check_calibration_folder",
+           "check_labels", "check_request_options", "export", "read_labels", "resolve_img_size"]
 
 log = logging.getLogger("fat_deploy")
 
@@ -51,7 +51,7 @@ class Artifact:
     model: str
     format: str
     precision: str
-    status: str
+    status: Status
     path: Path | None = None
     manifest_path: Path | None = None
     size_bytes: int | None = None

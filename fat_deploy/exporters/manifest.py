@@ -12,6 +12,7 @@ from fat_deploy.common.calibration import resize_contract
 from fat_deploy.common.files import sha256_of, size_of
 from fat_deploy.contract.formats import ExportFormat, ExportRequest
 from fat_deploy.environment import host_info
+from fat_deploy.exporters.verification import Status
 from fat_deploy.registry import recorded_versions
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -33,7 +34,7 @@ def validate_manifest(payload: dict[str, Any]) -> list[str]:
 
 def build_manifest(
     request: ExportRequest, fmt: ExportFormat, path: Path, details: dict[str, Any],
-    verification: dict[str, Any], status: str, seconds: float, checkpoint: str | Path | None,
+    verification: dict[str, Any], status: Status, seconds: float, checkpoint: str | Path | None,
     labels_source: str, deploy: bool,
 ) -> dict[str, Any]:
     """The manifest of a verified artifact at ``path`` (see docs/DESIGN.md for the fields)."""

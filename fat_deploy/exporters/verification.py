@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,16 @@ from fat_deploy.common.evaluation import accuracy
 from fat_deploy.common.verify import PROBABILITY_FLOOR, TOLERANCES, Comparison, Tolerance, compare
 from fat_deploy.contract.formats import QUANTIZED, ExportFormat, ExportRequest, RuntimeUnavailable
 
-PASSED, NOT_VERIFIED, FAILED = "passed", "exported-not-verified", "failed"
+
+class Status(StrEnum):
+    """An export's outcome (the manifest and ``--json`` carry its value)."""
+
+    PASSED = "passed"
+    NOT_VERIFIED = "exported-not-verified"  # written, but no runtime here could run it (said why)
+    FAILED = "failed"
+
+
+PASSED, NOT_VERIFIED, FAILED = Status.PASSED, Status.NOT_VERIFIED, Status.FAILED
 DYNAMIC_BATCH_CHECKS = (1, 4)
 SUMMARY_KEYS = ("max_abs_diff", "cosine_min", "top1_agreement", "top1_agreement_clear", "clear_inputs",
                 "top5_overlap", "sqnr_db")
@@ -53,7 +63,7 @@ def fp16_proxy(request: ExportRequest, inputs: np.ndarray, reference: np.ndarray
 def verify_artifact(
     fmt: ExportFormat, request: ExportRequest, path: Path, tolerance: Tolerance, notes: list[str],
     calibrated_on: Sequence[str] = (), simulation: nn.Module | None = None,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[Status, dict[str, Any]]:
     """Run the artifact in its runtime on the shipped photos (held-out ones for quantized modes: never the
     ``calibrated_on`` images) and compare with the faithful PyTorch model; structural checks too. Where the
     runtime cannot run here, ``simulation`` (the artifact's numerics in PyTorch) or a float16 proxy stands in.

@@ -1,0 +1,110 @@
+"""A runtime that exists only in tests: ``.npz`` files of a model's weights, run by PyTorch.
+
+It implements the whole contract (export format, options, backend, runner, coverage, bundle guide) in a few lines
+and converts in milliseconds, so the pipeline, placement, manifests, ``--bundle``, option flags and the latency
+harness are tested without a converter. Registered by the ``fake_runtime`` fixture (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from fat_deploy.contract.coverage import Accelerator, Coverage
+from fat_deploy.contract.formats import ExportFormat, ExportRequest, UnsupportedOptionError, option
+from fat_deploy.contract.runtime import Runtime
+from fat_deploy.contract.session import Backend, BackendError, LoadRequest, Runner
+from fat_deploy.models import create_model, to_deploy
+
+MODEL_KEY = "__model__"
+
+
+class NpzRunner(Runner):
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def prepare(self, batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(batch)
+
+    @torch.no_grad()
+    def run(self, prepared: Any) -> Any:
+        return self.model(prepared)
+
+    def logits(self, prepared: Any) -> np.ndarray:
+        out: np.ndarray = self.run(prepared).numpy()
+        return out
+
+
+class NpzBackend(Backend):
+    """Rebuilds the model the file names in its deploy form and loads the file's weights into it."""
+
+    name = "fake-npz"
+    package = "torch"
+    artifact_format = "npz"
+
+    def load(self, request: LoadRequest) -> Runner:
+        if request.artifact is None:
+            raise BackendError("the fake backend runs .npz files")
+        with np.load(request.artifact) as stored:
+            name, classes = str(stored[MODEL_KEY][0]), int(stored[MODEL_KEY][1])
+            weights = {key: torch.from_numpy(stored[key]) for key in stored.files if key != MODEL_KEY}
+        model = to_deploy(create_model(name, num_classes=classes))
+        model.load_state_dict(weights)
+        torch.set_num_threads(request.threads)
+        return NpzRunner(model.eval())
+
+
+@dataclass(frozen=True)
+class NpzOptions:
+    compress: bool = option("--npz-compress", "npz: zip-compress the weights", default=False)
+    note: str | None = option("--npz-note", "npz: a note stored in the manifest", metavar="TEXT")
+
+
+class NpzFormat(ExportFormat):
+    name = "npz"
+    backend = NpzBackend()
+    suffix = ".npz"
+    precisions = ("fp32",)
+    runtime = "PyTorch (fake runtime, tests only)"
+    converter_modules = ("numpy",)
+    extra = "dev"
+    Options = NpzOptions
+    artifact_tags = {"compress": "z"}
+    bundle_platform = "web"
+
+    def check_options(self, precision: str, options: dict[str, Any]) -> None:
+        super().check_options(precision, options)
+        if options.get("note") == "refuse":
+            raise UnsupportedOptionError("--npz-note refuse: refused, as asked")
+
+    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+        if request.model_name != request.spec.name:
+            raise UnsupportedOptionError("the fake runtime rebuilds registered models only")
+        arrays = {key: value.detach().numpy() for key, value in request.model.state_dict().items()}
+        arrays[MODEL_KEY] = np.array([request.model_name, str(request.num_classes)])
+        with path.open("wb") as handle:
+            (np.savez_compressed if request.options.get("compress") else np.savez)(handle, **arrays)
+        return {"arrays": len(arrays) - 1, "note": request.options.get("note"),
+                "summary_notes": ["fake runtime: weights stored as .npz"]}
+
+    def coverage(self, path: Path) -> Coverage:
+        with np.load(path) as stored:
+            arrays = len(stored.files) - 1
+        return Coverage(format=self.name, ops={"array": arrays}, layout_transposes=0,
+                        accelerators=[Accelerator(name="PyTorch", takes=arrays, total=arrays, partitions=1)])
+
+    def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
+        return f"## {file_name}\n\nLoad it with numpy; rebuild `{manifest['model']}` and load the arrays."
+
+    def io_spec(self, request: ExportRequest) -> dict[str, Any]:
+        return {"input": {"name": "input", "shape": [request.batch, 3, *request.img_size], "dtype": "float32",
+                          "layout": "NCHW"},
+                "output": {"name": "logits", "shape": [request.batch, request.num_classes], "dtype": "float32"}}
+
+
+FAKE_RUNTIME = Runtime(backend=NpzFormat.backend, export_format=NpzFormat(), packages=("numpy",))

@@ -1,0 +1,126 @@
+"""The export pipeline, placement, manifests, bundles, option flags and the harness, through the fake ``.npz``
+runtime (tests/fake_runtime.py): what every runtime gets from the pipeline, tested in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fat_deploy import export, measure, registry
+from fat_deploy.cli.export import main as fat_export
+from fat_deploy.common.files import sha256_of
+from fat_deploy.contract.session import LoadRequest
+from fat_deploy.errors import FatDeployError
+from fat_deploy.exporters.bundle import INDEX
+from fat_deploy.exporters.manifest import validate_manifest
+from fat_deploy.exporters.verification import Status
+
+pytestmark = pytest.mark.usefixtures("fake_runtime")
+
+
+def test_export_places_a_verified_file_and_its_manifest(tmp_path: Path, trained_looking_checkpoint: Path) -> None:
+    artifact = export("fat_b0", "npz", out=tmp_path, img_size=64, checkpoint=trained_looking_checkpoint)
+    assert artifact.status is Status.PASSED, artifact.error
+    assert artifact.path == tmp_path / "fat_b0_npz_fp32.npz" and artifact.path.is_file()
+    manifest = json.loads(artifact.manifest_path.read_text()) if artifact.manifest_path else {}
+    assert validate_manifest(manifest) == []
+    assert manifest["file"]["sha256"] == sha256_of(artifact.path)
+    assert manifest["format_details"]["arrays"] > 100
+    assert manifest["format_details"]["coverage"]["accelerators"][0]["name"] == "PyTorch"
+    assert "fake runtime: weights stored as .npz" in artifact.notes
+    assert artifact.comparison is not None and artifact.comparison["max_abs_diff"] < 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fat_b0_npz_fp32.json", "fat_b0_npz_fp32.npz"]
+
+
+def test_a_file_that_drifts_fails_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fmt = registry.get_format("npz")
+    real = type(fmt).convert
+
+    def drifting(self, request, path):  # type: ignore[no-untyped-def]
+        with torch.no_grad():
+            request.model.head.weight.mul_(1.5)
+        return real(self, request, path)
+
+    monkeypatch.setattr(type(fmt), "convert", drifting)
+    artifact = export("fat_b0", "npz", out=tmp_path, img_size=64)
+    assert artifact.status is Status.FAILED and artifact.path is None
+    assert artifact.error and "verification outside tolerance" in artifact.error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nothing_is_replaced_without_force(tmp_path: Path) -> None:
+    first = export("fat_b0", "npz", out=tmp_path, img_size=64)
+    assert first.path is not None
+    before = first.path.read_bytes()
+    with pytest.raises(FatDeployError, match="--force"):
+        export("fat_b0", "npz", out=tmp_path, img_size=64)
+    assert first.path.read_bytes() == before
+    torch.manual_seed(1)
+    second = export("fat_b0", "npz", out=tmp_path, img_size=64, force=True)
+    assert second.path == first.path and second.path.read_bytes() != before
+
+
+def test_options_are_checked_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(FatDeployError, match="refused, as asked"):
+        export("fat_b0", "npz", out=tmp_path, img_size=64, note="refuse")
+    with pytest.raises(FatDeployError, match="--nhwc is not supported for npz"):
+        export("fat_b0", "npz", out=tmp_path, img_size=64, nhwc=True)
+    with pytest.raises(FatDeployError, match="npz does not support precision int8-static"):
+        export("fat_b0", "npz", "int8-static", out=tmp_path, img_size=64)
+    with pytest.raises(FatDeployError, match="--npz-compress is not supported for onnx"):
+        export("fat_b0", "onnx", out=tmp_path, img_size=64, compress=True)
+    assert list(tmp_path.iterdir()) == []
+    tagged = export("fat_b0", "npz", out=tmp_path, img_size=64, compress=True, note="kept")
+    assert tagged.path is not None and tagged.path.name == "fat_b0_npz_fp32_z.npz"
+    assert json.loads(tagged.path.with_suffix(".json").read_text())["format_details"]["note"] == "kept"
+
+
+def test_cli_flags_come_from_the_runtime_declarations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        fat_export(["--help"])
+    help_text = capsys.readouterr().out
+    assert "--npz-compress" in help_text and "--npz-note" in help_text and "npz" in help_text
+    code = fat_export(["--model", "fat_b0", "--format", "npz", "--img-size", "64", "--out", str(tmp_path),
+                       "--npz-compress", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    (summary,) = json.loads(out.out)
+    assert summary["status"] == "passed" and summary["path"].endswith("fat_b0_npz_fp32_z.npz")
+    assert fat_export(["--model", "fat_b0", "--format", "npz", "--npz-note", "refuse", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refused, as asked" in err
+
+
+def test_bundle_folder_gets_the_file_labels_and_guide(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = tmp_path / "app"
+    code = fat_export(["--model", "fat_b0", "--format", "npz", "--img-size", "64", "--bundle", str(bundle)])
+    assert code == 0, capsys.readouterr().err
+    assert set(json.loads((bundle / INDEX).read_text())["platforms"]) == {"web"}
+    files = {p.name for p in (bundle / "web").iterdir()}
+    assert {"fat_b0_npz_fp32.npz", "fat_b0_npz_fp32.json", "labels.txt", "README.md"} <= files
+    assert "rebuild `fat_b0` and load the arrays" in (bundle / "web" / "README.md").read_text()
+
+
+def test_harness_exports_through_the_pipeline_and_times_the_file(tmp_path: Path) -> None:
+    record = measure("fat_b0", "fake-npz", img_size=64, warmup=1, runs=3, cache_dir=tmp_path)
+    assert record.status == "ok", record.reason
+    assert record.artifact and record.artifact.endswith("fat_b0_npz_fp32.npz")
+    assert record.stats and record.stats["runs"] >= 3 and record.stats["median_ms"] > 0
+    again = measure("fat_b0", "fake-npz", img_size=64, warmup=1, runs=3, cache_dir=tmp_path)
+    assert again.artifact_sha256 == record.artifact_sha256  # the cached, verified file is reused
+
+
+def test_the_fake_file_runs_in_its_backend_as_pytorch_does(tmp_path: Path, fat_b0: torch.nn.Module) -> None:
+    artifact = export(fat_b0, "npz", out=tmp_path, img_size=64, model_name="fat_b0")
+    assert artifact.path is not None
+    runner = registry.get_backend("fake-npz").load(
+        LoadRequest(model_name="fat_b0", model=None, artifact=artifact.path, batch=2, img_size=(64, 64),
+                             threads=1))
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = fat_b0(torch.from_numpy(x)).numpy()
+    assert np.abs(runner.logits(runner.prepare(x)) - expected).max() < 1e-4
