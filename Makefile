@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check demo test test-fast clean
+.PHONY: setup check testbed demo test test-fast clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,13 @@ check: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
+# The trained test bed (FAT-B0 on scikit-learn's digits, about 70 s on two cores), built once into the cache before the
+# tests that judge quantization by it, never inside a test's timeout.
+testbed: setup
+	$(PY) -m fat_deploy.testbed > /dev/null
+
 # Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long).
-test: setup check
+test: setup check testbed
 	$(PY) -m pytest -n 2
 
 test-fast: setup

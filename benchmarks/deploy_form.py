@@ -24,7 +24,7 @@ from fat_deploy.runtimes.onnx.converter import OnnxFormat
 def onnx_nodes(model: torch.nn.Module, name: str, size: int) -> tuple[int, int]:
     request = ExportRequest(model_name=name, spec=get_spec(name), reference=model, model=model, img_size=(size, size))
     with tempfile.TemporaryDirectory() as folder:
-        details = OnnxFormat().convert(request, Path(folder) / "m.onnx")
+        details = OnnxFormat().convert(request, Path(folder) / "m.onnx").details
     return details["nodes_exported"], details["nodes"]
 
 

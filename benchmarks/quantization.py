@@ -1,6 +1,6 @@
 """Quantization judged on a trained FAT-B0: held-out accuracy, speed and size of every mode, one run.
 
-    .venv/bin/python benchmarks/quantization.py [--runs 50] [--img-size 128] [--modes onnx:int8-static ...]
+    .venv/bin/python benchmarks/quantization.py [--runs 50] [--img-size 64] [--modes onnx:int8-static ...]
 
 The model is the test bed (``python -m fat_deploy.testbed``: FAT-B0 trained on scikit-learn's handwritten
 digits, 500 held-out labeled images; trained on first use, then cached). Every mode is exported by
@@ -27,7 +27,7 @@ from fat_deploy.environment import host_info
 from fat_deploy.exporters import export
 from fat_deploy.precision import CALIBRATED
 from fat_deploy.registry import backend_for_format
-from fat_deploy.testbed import build
+from fat_deploy.testbed import IMG_SIZE, build
 
 MODES = ["onnx:fp32", "onnx:int8-dynamic", "onnx:int8-static",
          "tflite:fp32", "tflite:int8-dynamic", "tflite:int8-weights", "tflite:int8-static",
@@ -44,7 +44,7 @@ def size_of(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--img-size", type=int, default=IMG_SIZE)  # the test bed's
     parser.add_argument("--modes", nargs="+", default=MODES, metavar="FORMAT:MODE")
     args = parser.parse_args()
     bed = build()

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from fat_deploy.contract.coverage import Accelerator, Coverage
-from fat_deploy.contract.formats import ExportFormat, ExportRequest, UnsupportedOptionError, option
+from fat_deploy.contract.formats import Conversion, ExportFormat, ExportRequest, UnsupportedOptionError, option
 from fat_deploy.contract.runtime import Runtime
 from fat_deploy.contract.session import Backend, BackendError, LoadRequest, Runner
 from fat_deploy.models import create_model, to_deploy
@@ -82,15 +82,15 @@ class NpzFormat(ExportFormat):
         if options.get("note") == "refuse":
             raise UnsupportedOptionError("--npz-note refuse: refused, as asked")
 
-    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+    def convert(self, request: ExportRequest, path: Path) -> Conversion:
         if request.model_name != request.spec.name:
             raise UnsupportedOptionError("the fake runtime rebuilds registered models only")
         arrays = {key: value.detach().numpy() for key, value in request.model.state_dict().items()}
         arrays[MODEL_KEY] = np.array([request.model_name, str(request.num_classes)])
         with path.open("wb") as handle:
             (np.savez_compressed if request.options.get("compress") else np.savez)(handle, **arrays)
-        return {"arrays": len(arrays) - 1, "note": request.options.get("note"),
-                "summary_notes": ["fake runtime: weights stored as .npz"]}
+        return Conversion(details={"arrays": len(arrays) - 1, "note": request.options.get("note")},
+                          notes=["fake runtime: weights stored as .npz"])
 
     def coverage(self, path: Path) -> Coverage:
         with np.load(path) as stored:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fat_deploy.common.calibration import calibration_batch, held_out_inputs
+from fat_deploy.contract.timing import LatencyComparison
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.models import get_spec
@@ -225,8 +226,8 @@ def test_tflite_int8_static_io(tmp_path: Path, int8_io: bool, dtype: str) -> Non
 def test_a_quantized_artifact_slower_than_float_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fat_deploy.runtimes.onnx.quantize as onnx_quantize
 
-    slow = {"runtime": "onnxruntime 1.32.0 CPU", "threads": 1, "batch": 1, "runs": 20, "float_ms": 10.0,
-            "quantized_ms": 12.5, "speedup": 0.8, "note": "test"}
+    slow = LatencyComparison(runtime="onnxruntime 1.32.0 CPU", threads=1, batch=1, runs=20, float_ms=10.0,
+                             quantized_ms=12.5, note="test")
     monkeypatch.setattr(onnx_quantize, "artifact_latency", lambda *args, **kwargs: slow)
     artifact = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path, img_size=64)
     assert artifact.status == "passed", artifact.error

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fat_deploy.exporters import export
-from fat_deploy.testbed import TRAIN_THREADS, TestBed, build, split, torch_threads
+from fat_deploy.testbed import IMG_SIZE, TRAIN_THREADS, TestBed, build, split, torch_threads
 
 
 def test_held_out_split_is_disjoint_stratified_and_reproducible() -> None:
@@ -46,7 +46,7 @@ def test_testbed_is_trained_accurate_and_complete(testbed: TestBed) -> None:
 @pytest.mark.slow
 def test_int8_is_judged_by_held_out_accuracy(testbed: TestBed, tmp_path: Path) -> None:
     artifact = export("fat_b0", "onnx", "int8-static", tmp_path, checkpoint=testbed.checkpoint, labels=testbed.labels,
-                      img_size=128, eval_dir=testbed.eval_dir, calibration=testbed.calibration_dir)
+                      img_size=IMG_SIZE, eval_dir=testbed.eval_dir, calibration=testbed.calibration_dir)
     assert artifact.status == "passed", artifact.error
     accuracy = json.loads(artifact.manifest_path.read_text())["verification"]["accuracy"]  # type: ignore[union-attr]
     assert accuracy["images"] == testbed.record["held_out_images"] and accuracy["gating"] == "top-1 drop"
@@ -69,7 +69,7 @@ def test_an_accuracy_drop_beyond_the_limit_fails_and_leaves_nothing(
 
     monkeypatch.setattr(OnnxFormat, "run", every_other_image_wrong)
     artifact = export("fat_b0", "onnx", "fp32", tmp_path, checkpoint=testbed.checkpoint, labels=testbed.labels,
-                      img_size=128, eval_dir=testbed.eval_dir)
+                      img_size=IMG_SIZE, eval_dir=testbed.eval_dir)
     assert artifact.status == "failed" and "top-1 on" in str(artifact.error) and "drops" in str(artifact.error)
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.json"))
 
@@ -77,7 +77,7 @@ def test_an_accuracy_drop_beyond_the_limit_fails_and_leaves_nothing(
 @pytest.mark.slow
 def test_executorch_int8_dynamic_holds_accuracy_without_calibration(testbed: TestBed, tmp_path: Path) -> None:
     artifact = export("fat_b0", "executorch", "int8-dynamic", tmp_path, checkpoint=testbed.checkpoint,
-                      labels=testbed.labels, img_size=128, eval_dir=testbed.eval_dir)
+                      labels=testbed.labels, img_size=IMG_SIZE, eval_dir=testbed.eval_dir)
     assert artifact.status == "passed", artifact.error
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     accuracy, details = manifest["verification"]["accuracy"], manifest["format_details"]

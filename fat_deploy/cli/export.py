@@ -33,9 +33,18 @@ from fat_deploy.exporters.manifest import manifest_path_for
 from fat_deploy.exporters.options import all_option_fields, is_set, option_kind, options_for
 from fat_deploy.exporters.placement import check_targets, prepare_output_dir
 from fat_deploy.models.registry import create_model, get_spec, output_classes
-from fat_deploy.registry import get_format, list_formats
+from fat_deploy.registry import formats, get_format, list_formats
 
 PROG = "fat-export"
+
+
+def bundle_platforms() -> str:
+    """``android: tflite, ort; ios: coreml, executorch; web: onnx``, from the registered formats."""
+    platforms: dict[str, list[str]] = {}
+    for fmt in formats().values():
+        if fmt.bundle_platform:
+            platforms.setdefault(fmt.bundle_platform, []).append(fmt.name)
+    return "; ".join(f"{platform}: {', '.join(names)}" for platform, names in sorted(platforms.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--img-size", nargs="+", type=int, metavar="PX", help="input size: N or H W (default: the model's)")
     parser.add_argument("--out", help="output folder (default ./exports)")
     parser.add_argument("--bundle", metavar="DIR",
-                        help="write what apps need instead, one folder per platform: android (MediaPipe-ready "
-                             ".tflite, ORT Mobile .ort), ios (Core ML, ExecuTorch), web (ONNX), each with labels.txt "
-                             "and a README with the input contract and snippets; placed only if every file passes")
+                        help=f"write what apps need instead, one folder per platform ({bundle_platforms()}), each "
+                             "with labels.txt and a README with the input contract and snippets; placed only if every "
+                             "file passes")
     parser.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
     parser.add_argument("--labels", help="class names, one per line, one per class (default: ImageNet-1k); the Core ML "
                         "classifier's names, and in every manifest")

@@ -34,6 +34,12 @@ DEFAULT_MODELS = ("fat_b0", "fat_b1", "fat_b2")
 THROUGHPUT_BATCH = 32
 
 
+def devices_by_backend() -> str:
+    """``cuda: torch, onnxruntime; gpu: coreml`` for the devices beyond the CPU, from the registered backends."""
+    return "; ".join(f"{device}: {', '.join(b.name for b in registered_backends().values() if device in b.devices)}"
+                     for device in known_devices() if device != "cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=f"Latency of models per runtime. Timed: {TIMED}.")
     parser.add_argument("--model", nargs="+", help="model names or 'all' (default: fat_b0 fat_b1 fat_b2; with --table: "
@@ -41,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", nargs="+", default=["onnxruntime"],
                         help=f"{', '.join(registered_backends())} (several allowed)")
     parser.add_argument("--device", default="cpu",
-                        help=f"one of {', '.join(known_devices())} (cuda: torch, onnxruntime; gpu/all: coreml)")
+                        help=f"one of {', '.join(known_devices())} ({devices_by_backend()})")
     parser.add_argument("--threads", type=int, default=1, help="intra-op / interpreter threads (default 1)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 1; 32 with --throughput)")
     parser.add_argument("--img-size", nargs="+", type=int, metavar="PX", help="N or H W (default: each model's)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,12 +17,14 @@ from fat_deploy.common.evaluation import Evaluation
 from fat_deploy.common.labels import default_labels
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.session import Backend, LoadRequest
+from fat_deploy.contract.timing import LatencyComparison
 from fat_deploy.errors import FatDeployError
 from fat_deploy.models.spec import ModelSpec, output_classes
 from fat_deploy.precision import CALIBRATED, PRECISIONS, QUANTIZED, Precision
 
-__all__ = ["SIMULATION", "CALIBRATED", "PRECISIONS", "QUANTIZED", "Precision", "ExportFormat", "ExportRequest", "NoOptions",
-           "QuantizationOptions", "UnsupportedOptionError", "RuntimeUnavailable", "option", "option_fields"]
+__all__ = ["CALIBRATED", "PRECISIONS", "QUANTIZED", "Calibration", "Conversion", "Explanation", "ExportFormat",
+           "ExportRequest", "NoOptions", "Precision", "QuantizationOptions", "RuntimeUnavailable", "UnsupportedOptionError",
+           "option", "option_fields"]
 
 
 class UnsupportedOptionError(FatDeployError):
@@ -67,10 +69,60 @@ class ExportRequest:
         return bool(self.options.get("nhwc"))
 
 
-# Key of convert()'s details under which a format may return a PyTorch model computing what the artifact computes
-# (e.g. fake-quantized W8A8): verification measures it where the artifact's runtime cannot run on this host. The
-# pipeline takes it out of the details before they go into the manifest.
-SIMULATION = "simulation"
+@dataclass(frozen=True)
+class Calibration:
+    """What a calibrated mode measured its activation ranges on (``images``: files, or shipped photos' names)."""
+
+    method: str
+    samples: int
+    images: list[str]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """``--explain``: layers ranked by the error they add (worst first), on held-out ``images``."""
+
+    images: list[str]
+    method: str
+    worst_layers: list[dict[str, Any]]
+
+
+@dataclass
+class Conversion:
+    """What :meth:`ExportFormat.convert` returns: the format's own manifest details, and the facts the pipeline acts
+    on, typed (a quantized file's cost, calibration, layer ranking, summary lines)."""
+
+    details: dict[str, Any] = field(default_factory=dict)  # the manifest's ``format_details`` (JSON-ready)
+    notes: list[str] = field(default_factory=list)  # lines for the fat-export summary
+    calibration: Calibration | None = None
+    float_size_bytes: int | None = None  # a quantized file's float version
+    latency: LatencyComparison | None = None  # a quantized file against its float version
+    explanation: Explanation | None = None
+    # A PyTorch model computing what the file computes (e.g. fake-quantized W8A8): verification measures it where the
+    # file's runtime cannot run on this host. Never written to the manifest.
+    simulation: nn.Module | None = None
+
+    def merge(self, other: Conversion) -> Conversion:
+        """This conversion with ``other``'s details, notes and facts added (``other`` wins where both have one)."""
+        self.details.update(other.details)
+        self.notes.extend(other.notes)
+        for name in ("calibration", "float_size_bytes", "latency", "explanation", "simulation"):
+            if getattr(other, name) is not None:
+                setattr(self, name, getattr(other, name))
+        return self
+
+    def manifest_details(self) -> dict[str, Any]:
+        """``format_details`` as the manifest stores them (the typed facts under their long-standing keys)."""
+        details = dict(self.details)
+        if self.calibration is not None:
+            details["calibration"] = asdict(self.calibration)
+        if self.float_size_bytes is not None:
+            details["float_size_bytes"] = self.float_size_bytes
+        if self.latency is not None:
+            details["latency"] = self.latency.as_dict()
+        if self.explanation is not None:
+            details["explain"] = asdict(self.explanation)
+        return details
 
 
 def option(flag: str, help: str, *, default: Any = None, choices: tuple[str, ...] | None = None,  # noqa: A002
@@ -159,11 +211,8 @@ class ExportFormat(ABC):
         return deployed
 
     @abstractmethod
-    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
-        """Write the artifact to ``path``; return format details for the manifest.
-
-        Lines under ``summary_notes`` are also shown in the fat-export summary.
-        """
+    def convert(self, request: ExportRequest, path: Path) -> Conversion:
+        """Write the artifact to ``path``; return what the manifest and the summary need to know of it."""
 
     def outputs_probabilities(self, request: ExportRequest) -> bool:
         """True when the artifact outputs probabilities: ``run`` then returns log-probabilities, and verification

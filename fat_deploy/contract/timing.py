@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,28 @@ def time_interleaved(runs_of: dict[str, tuple[Runner, Any]], warmup: int, runs: 
     return samples
 
 
+@dataclass(frozen=True)
+class LatencyComparison:
+    """A quantized file against its float version, timed alternately on one thread by the same runner."""
+
+    runtime: str
+    threads: int
+    batch: int
+    runs: int
+    float_ms: float
+    quantized_ms: float
+    note: str = "quick interleaved measurement at export; benchmarks/quantization.py measures longer"
+
+    @property
+    def speedup(self) -> float:
+        return round(self.float_ms / self.quantized_ms, 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "speedup": self.speedup}
+
+
 def artifact_latency(backend: Backend, float_path: Path, quant_path: Path, img_size: tuple[int, int],
-                     batch: int = 1) -> dict[str, Any]:
+                     batch: int = 1) -> LatencyComparison:
     """The speed side of a quantization's cost: float vs quantized file on one thread, each loaded by ``backend``
     (the runner the latency harness times) and timed alternately (one warm-up round); medians and the quantized
     file's speed-up."""
@@ -58,7 +79,5 @@ def artifact_latency(backend: Backend, float_path: Path, quant_path: Path, img_s
         pairs[key] = (runner, runner.prepare(inputs))
     samples = time_interleaved(pairs, warmup=1, runs=LATENCY_RUNS)
     float_ms, quantized_ms = statistics.median(samples["float"]), statistics.median(samples["quantized"])
-    return {"runtime": f"{backend.package} {backend.version()} CPU", "threads": 1, "batch": batch,
-            "runs": LATENCY_RUNS, "float_ms": round(float_ms, 3), "quantized_ms": round(quantized_ms, 3),
-            "speedup": round(float_ms / quantized_ms, 3),
-            "note": "quick interleaved measurement at export; benchmarks/quantization.py measures longer"}
+    return LatencyComparison(runtime=f"{backend.package} {backend.version()} CPU", threads=1, batch=batch,
+                             runs=LATENCY_RUNS, float_ms=round(float_ms, 3), quantized_ms=round(quantized_ms, 3))

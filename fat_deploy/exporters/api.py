@@ -19,7 +19,7 @@ from fat_deploy.common.evaluation import DEFAULT_MAX_ACCURACY_DROP, Evaluation, 
 from fat_deploy.common.files import size_of
 from fat_deploy.common.labels import check_labels, default_labels, read_labels
 from fat_deploy.common.verify import TOLERANCES, Tolerance
-from fat_deploy.contract.formats import CALIBRATED, SIMULATION, ExportFormat, ExportRequest, UnsupportedOptionError
+from fat_deploy.contract.formats import CALIBRATED, ExportFormat, ExportRequest, UnsupportedOptionError
 from fat_deploy.environment import native_stdout_to_stderr
 from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
 from fat_deploy.exporters.manifest import build_manifest, manifest_path_for
@@ -163,7 +163,6 @@ def export(
     target = out_dir / fmt.artifact_name(name, precision, request.options)
     targets = check_targets(target, manifest_path_for(target), force)
     if deploy:
-
         request.model = fmt.runtime_form(to_deploy(reference))
     artifact = Artifact(model=name, format=fmt.name, precision=precision, status=FAILED)
     started = time.perf_counter()
@@ -255,28 +254,32 @@ def _convert_and_verify(
     try:
         with native_stdout_to_stderr(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # converters' deprecation chatter; failures still raise
-            details = fmt.convert(request, staged)
+            conversion = fmt.convert(request, staged)
     except FatDeployError:
         raise
     except Exception as error:  # noqa: BLE001 - any converter failure is reported, not raised
         artifact.error = f"conversion failed: {_one_line(error)}"
         return False
     export_seconds = time.perf_counter() - started
-    artifact.explain = (details.get("explain") or {}).get("worst_layers")  # shown even if verification fails
-    artifact.cost = {k: details[k] for k in ("float_size_bytes", "latency") if k in details}
-    if (latency := details.get("latency")) and latency["speedup"] < 1.0:  # never shown as a plain success
-        artifact.notes.append(f"slower than its float version: {latency['speedup']:.2f}x the speed "
-                              f"({latency['float_ms']} -> {latency['quantized_ms']} ms, {latency['runtime']}, 1 thread)")
-    artifact.notes.extend(details.get("summary_notes", []))
+    if conversion.explanation is not None:  # shown even if verification fails
+        artifact.explain = conversion.explanation.worst_layers
+    if conversion.float_size_bytes is not None:
+        artifact.cost["float_size_bytes"] = conversion.float_size_bytes
+    if (latency := conversion.latency) is not None:
+        artifact.cost["latency"] = latency.as_dict()
+        if latency.speedup < 1.0:  # never shown as a plain success
+            artifact.notes.append(f"slower than its float version: {latency.speedup:.2f}x the speed ({latency.float_ms} "
+                                  f"-> {latency.quantized_ms} ms, {latency.runtime}, 1 thread)")
+    artifact.notes.extend(conversion.notes)
+    details = conversion.manifest_details()
     details["coverage"] = _coverage(fmt, staged, artifact.notes)
-    calibrated_on = (details.get("calibration") or {}).get("images") or []
-    simulation = details.pop(SIMULATION, None)
+    calibrated_on = conversion.calibration.images if conversion.calibration else []
     check = tolerance or TOLERANCES[request.precision]
     if verify:
         stage("verifying")
         try:
             status, verification = verify_artifact(fmt, request, staged, check, artifact.notes, calibrated_on,
-                                                   simulation)
+                                                   conversion.simulation)
         except Exception as error:  # noqa: BLE001
             artifact.error = f"verification failed: {_one_line(error)}"
             return False

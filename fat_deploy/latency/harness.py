@@ -253,7 +253,6 @@ def measure(
                              f"beside it, so it is recorded as {spec.name} {precision} on the user's word")
             log.warning("%s", record.note)
     elif runtime.artifact_format is None:
-
         torch_model = create_model(spec.name, checkpoint=checkpoint)
         torch_model = to_deploy(torch_model) if deploy else torch_model
     else:

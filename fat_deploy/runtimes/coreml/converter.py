@@ -29,7 +29,8 @@ from fat_deploy.common.calibration import (
 from fat_deploy.common.files import size_of
 from fat_deploy.contract.coverage import Accelerator, Coverage
 from fat_deploy.contract.formats import (
-    SIMULATION,
+    Calibration,
+    Conversion,
     ExportFormat,
     ExportRequest,
     RuntimeUnavailable,
@@ -104,7 +105,6 @@ class CoreMLFormat(ExportFormat):
                                                           "loads the model on Apple hardware")])
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-
         return guide(file_name, manifest)
 
     @staticmethod
@@ -119,7 +119,7 @@ class CoreMLFormat(ExportFormat):
         stem = super().artifact_name(model_name, precision, options)[: -len(self.suffix)]
         return f"{stem}_tensor{self.suffix}" if self.input_kind(options) == "tensor" else f"{stem}{self.suffix}"
 
-    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+    def convert(self, request: ExportRequest, path: Path) -> Conversion:
         import coremltools as ct
 
         needed = MINIMUM_TARGET.get(request.precision)
@@ -133,10 +133,10 @@ class CoreMLFormat(ExportFormat):
         kind = self.input_kind(request)
         shape = (request.batch, 3, *request.img_size)
         model: nn.Module = request.model
-        details: dict[str, Any] = {}
+        conversion = Conversion()
         if request.precision in ACTIVATION_MODES:
-            model, details = self._quantize_w8a8(request)
-            details[SIMULATION] = model  # verified in its place where Core ML cannot run
+            model, conversion = self._quantize_w8a8(request)
+            conversion.simulation = model  # verified in its place where Core ML cannot run
         classifier = None
         if kind == "image":
             model = PixelNormalize(model, request.spec.mean, request.spec.std).eval()
@@ -177,21 +177,22 @@ class CoreMLFormat(ExportFormat):
             "tool_versions": f"torch {torch.__version__}, coremltools {ct.__version__}",
         })
         if request.precision in COMPRESSION_MODES:
-            mlmodel, details = self._compress(mlmodel, request.precision, path)
+            mlmodel, conversion = self._compress(mlmodel, request.precision, path)
         mlmodel.save(str(path))
-        return {"converter": "coremltools (torch.jit.trace)", "minimum_deployment_target": target_name,
-                "input_kind": kind, "classifier": classifier is not None, **details,
-                "ops": self._op_histogram(path)}
+        result = Conversion(details={"converter": "coremltools (torch.jit.trace)",
+                                     "minimum_deployment_target": target_name, "input_kind": kind,
+                                     "classifier": classifier is not None}).merge(conversion)
+        result.details["ops"] = self._op_histogram(path)
+        return result
 
     @staticmethod
-    def _quantize_w8a8(request: ExportRequest) -> tuple[nn.Module, dict[str, Any]]:
+    def _quantize_w8a8(request: ExportRequest) -> tuple[nn.Module, Conversion]:
         """Int8 weights (per channel) and activations, calibrated on images in PyTorch, before conversion."""
         from coremltools.optimize.torch.quantization import (
             LinearQuantizer,
             LinearQuantizerConfig,
             ModuleLinearQuantizerConfig,
         )
-
 
         samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
                                              requested_size(request.options))
@@ -207,20 +208,18 @@ class CoreMLFormat(ExportFormat):
             for batch in torch.split(torch.from_numpy(samples), 8):
                 prepared(batch)
         finalized = quantizer.finalize(inplace=False).eval()
-        details: dict[str, Any] = {
+        result = Conversion(details={
             "quantizer": "coremltools.optimize.torch LinearQuantizer (post-training, observers only)",
             "scheme": "W8A8: int8 per-channel symmetric weights, int8 activations (quantize/dequantize ops)",
-            "calibration": {"method": "minmax observers", "samples": len(samples), "images": sources},
-        }
+        }, calibration=Calibration(method="minmax observers", samples=len(samples), images=sources))
         if len(set(sources)) < MIN_CALIBRATION_IMAGES:
-            details["warning"] = f"only {len(set(sources))} distinct calibration images"
-        return finalized, details
+            result.details["warning"] = f"only {len(set(sources))} distinct calibration images"
+        return finalized, result
 
     @staticmethod
-    def _compress(mlmodel: Any, precision: str, path: Path) -> tuple[Any, dict[str, Any]]:
+    def _compress(mlmodel: Any, precision: str, path: Path) -> tuple[Any, Conversion]:
         """Weight compression on the fp16 ML program; returns the model and manifest details."""
         import coremltools.optimize.coreml as cto
-
 
         mlmodel.save(str(path))  # measure the uncompressed size first
         float_size = size_of(path)
@@ -241,8 +240,8 @@ class CoreMLFormat(ExportFormat):
             config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel")
             compressed = cto.linear_quantize_weights(mlmodel, config=cto.OptimizationConfig(global_config=config))
             scheme = "int8 weights, symmetric, per channel"
-        return compressed, {"compression": scheme, "float_size_bytes": float_size,
-                            "compute_precision": "fp16"}
+        return compressed, Conversion(details={"compression": scheme, "compute_precision": "fp16"},
+                                      float_size_bytes=float_size)
 
     @staticmethod
     def _load_spec(path: Path) -> Any:
@@ -267,7 +266,6 @@ class CoreMLFormat(ExportFormat):
     @staticmethod
     def _descriptions(request: ExportRequest, kind: str, classifier: bool) -> dict[str, str]:
         """What Xcode shows for each input and output."""
-
         height, width = request.img_size
         mean_std = f"mean {list(request.spec.mean)} and std {list(request.spec.std)}"
         if kind == "image":

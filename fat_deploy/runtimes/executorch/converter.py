@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
 from fat_deploy.contract.coverage import Coverage
-from fat_deploy.contract.formats import ExportFormat, ExportRequest
+from fat_deploy.contract.formats import Calibration, Conversion, ExportFormat, ExportRequest
 from fat_deploy.contract.timing import artifact_latency
 from fat_deploy.models.deploy import executorch_form
 from fat_deploy.runtimes.executorch.coverage import pte_coverage
@@ -72,7 +72,6 @@ class ExecuTorchFormat(ExportFormat):
     bundle_platform = "ios"
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-
         return guide(file_name, manifest)
 
     def runtime_form(self, deployed: nn.Module) -> nn.Module:
@@ -81,10 +80,11 @@ class ExecuTorchFormat(ExportFormat):
 
         return executorch_form(deployed)
 
-    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+    def convert(self, request: ExportRequest, path: Path) -> Conversion:
         example = torch.randn(request.batch, 3, *request.img_size)
-        details: dict[str, Any] = {"converter": "torch.export + executorch.exir to_edge_transform_and_lower",
-                                   "partitioner": "XnnpackPartitioner"}
+        conversion = Conversion(details={"converter": "torch.export + executorch.exir to_edge_transform_and_lower",
+                                         "partitioner": "XnnpackPartitioner"})
+        details = conversion.details
         if request.precision == "int8-static":
             samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
                                                  requested_size(request.options))
@@ -95,10 +95,10 @@ class ExecuTorchFormat(ExportFormat):
             details.update({
                 "quantizer": "PT2E XNNPACKQuantizer (torchao.quantization.pt2e)",
                 "scheme": "static: symmetric per-channel int8 weights, int8 activations, float32 I/O",
-                "calibration": {"method": "minmax", "samples": len(samples), "images": sources},
             })
+            conversion.calibration = Calibration(method="minmax", samples=len(samples), images=sources)
             program, report = lower_to_xnnpack(model, example)
-            details.update(self._quantization_cost(request, example, program, path))
+            self._quantization_cost(conversion, request, example, program, path)
         elif request.precision == "int8-dynamic":
             model = quantize_pt2e(request.model, example, example, dynamic=True)
             details.update({
@@ -108,27 +108,27 @@ class ExecuTorchFormat(ExportFormat):
                            "attention matmuls, softmax, GELU and norms float; float32 I/O"),
             })
             program, report = lower_to_xnnpack(model, example)
-            details.update(self._quantization_cost(request, example, program, path))
+            self._quantization_cost(conversion, request, example, program, path)
         else:
             program, report = lower_to_xnnpack(request.model.eval(), example)
         path.write_bytes(program)
         details["delegation"] = report
-        return details
+        return conversion
 
     @staticmethod
-    def _quantization_cost(request: ExportRequest, example: torch.Tensor, program: bytes, path: Path) -> dict[str, Any]:
-        """Size and speed of the int8 program against the fp32 program of the same model."""
-
+    def _quantization_cost(conversion: Conversion, request: ExportRequest, example: torch.Tensor, program: bytes,
+                           path: Path) -> None:
+        """Size and speed of the int8 program against the fp32 program of the same model, into ``conversion``."""
         float_program, _ = lower_to_xnnpack(request.model.eval(), example)
         with tempfile.TemporaryDirectory(dir=path.parent) as folder:
             float_path, quant_path = Path(folder) / "float.pte", Path(folder) / "int8.pte"
             float_path.write_bytes(float_program)
             quant_path.write_bytes(program)
-            latency = artifact_latency(ExecuTorchFormat.backend, float_path, quant_path, request.img_size, request.batch)
-        return {"float_size_bytes": len(float_program), "latency": latency}
+            conversion.latency = artifact_latency(ExecuTorchFormat.backend, float_path, quant_path, request.img_size,
+                                                  request.batch)
+        conversion.float_size_bytes = len(float_program)
 
     def coverage(self, path: Path) -> Coverage:
-
         return pte_coverage(path)
 
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:

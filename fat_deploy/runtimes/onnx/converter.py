@@ -16,6 +16,7 @@ import torch
 from fat_deploy.common.calibration import sample_photos
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import (
+    Conversion,
     ExportFormat,
     ExportRequest,
     UnsupportedOptionError,
@@ -101,11 +102,9 @@ class OnnxFormat(ExportFormat):
     bundle_platform = "web"
 
     def coverage(self, path: Path) -> Coverage:
-
         return onnx_coverage(path)
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-
         return guide(file_name, manifest)
 
     def check_options(self, precision: str, options: dict[str, Any]) -> None:
@@ -124,7 +123,7 @@ class OnnxFormat(ExportFormat):
         runner = session(model_part(path, OUTPUT_NAME))
         return np.concatenate([runner.run([OUTPUT_NAME], {PREPROCESSED: inputs[i:i + 1]})[0] for i in range(len(inputs))])
 
-    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+    def convert(self, request: ExportRequest, path: Path) -> Conversion:
         import onnx
         from onnxsim import simplify
 
@@ -150,15 +149,14 @@ class OnnxFormat(ExportFormat):
 
             simplified = convert_float_to_float16(simplified, keep_io_types=True)
             topologically_sorted(simplified.graph)
-        quant_details: dict[str, Any] = {}
+        quantization = Conversion()
         if request.precision in ONNX_QUANTIZED:
             quantized_path = path.with_suffix(".quant.onnx")
-            quant_details = quantize(request, simplified, quantized_path, INPUT_NAME)
+            quantization = quantize(request, simplified, quantized_path, INPUT_NAME)
             simplified = onnx.load(quantized_path)
             quantized_path.unlink()
         image_bytes = bool(request.options.get("image_bytes"))
         if image_bytes:
-
             if request.batch != 1:
                 raise UnsupportedOptionError("--image-bytes takes one encoded image; leave --batch out")
             simplified = add_image_bytes(simplified, request, INPUT_NAME)
@@ -173,19 +171,18 @@ class OnnxFormat(ExportFormat):
         onnx.checker.check_model(simplified)
         onnx.save(simplified, path)
         if image_bytes:
-            return {"opset": OPSET, "exporter": "torch.onnx (dynamo) + onnxruntime-extensions pre/post-processing",
-                    "nodes": len(simplified.graph.node), "ops": op_histogram(simplified),
-                    "image_bytes": (check := self._image_bytes_check(request, path)),
-                    "summary_notes": [f"image bytes in: top-5 and probabilities match {check['reference']} on "
-                                      f"{len(check['files'])} JPEG/PNG files"],
-                    **quant_details}
-        return {
+            check = self._image_bytes_check(request, path)
+            return Conversion(
+                details={"opset": OPSET, "exporter": "torch.onnx (dynamo) + onnxruntime-extensions pre/post-processing",
+                         "nodes": len(simplified.graph.node), "ops": op_histogram(simplified), "image_bytes": check},
+                notes=[f"image bytes in: top-5 and probabilities match {check['reference']} on "
+                       f"{len(check['files'])} JPEG/PNG files"]).merge(quantization)
+        return Conversion(details={
             "opset": OPSET, "exporter": "torch.onnx (dynamo)", "simplifier": "onnxsim",
             "nodes_exported": nodes_exported, "nodes": len(simplified.graph.node),
             "ops": op_histogram(simplified),
             "io_dtype": "float32" + (" (float16 graph, float32 I/O)" if request.precision == "fp16" else ""),
-            **quant_details,
-        }
+        }).merge(quantization)
 
     def _image_bytes_check(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         """Encoded shipped photos through the file; the reference sees the tensor the graph fed its model:
@@ -212,7 +209,6 @@ class OnnxFormat(ExportFormat):
 
     def io_spec(self, request: ExportRequest) -> dict[str, Any]:
         if request.options.get("image_bytes"):
-
             return {
                 "input": {"name": BYTES_INPUT, "shape": ["num_bytes"], "dtype": "uint8",
                           "values": f"the bytes of one JPEG or PNG file; decoded, shorter side resized to "

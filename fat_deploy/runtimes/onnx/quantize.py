@@ -18,7 +18,7 @@ import numpy as np
 
 from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
 from fat_deploy.common.explain import EXPLAIN_METHOD, explain_inputs, report
-from fat_deploy.contract.formats import ExportRequest, UnsupportedOptionError
+from fat_deploy.contract.formats import Calibration, Conversion, Explanation, ExportRequest, UnsupportedOptionError
 from fat_deploy.contract.timing import artifact_latency
 from fat_deploy.runtimes.onnx.explain import explain_onnx
 from fat_deploy.runtimes.onnx.session import OnnxRuntimeBackend
@@ -58,8 +58,8 @@ def _excluded_nodes(model_path: Path, patterns: list[str]) -> list[str]:
     return [name for node in matched for name in (node.name, *([f"{node.name}_MatMul"] if node.op_type == "Gemm" else []))]
 
 
-def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: str) -> dict[str, Any]:
-    """Quantize ``float_model`` (a simplified fp32 ModelProto) into ``path``; details for the manifest."""
+def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: str) -> Conversion:
+    """Quantize ``float_model`` (a simplified fp32 ModelProto) into ``path``; what the manifest records of it."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -74,8 +74,9 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
         onnx.save(float_model, float_path)
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         excluded = _excluded_nodes(prepared, keep_float) if keep_float else []
-        details: dict[str, Any] = {"quantizer": "onnxruntime.quantization", "float_size_bytes": float_path.stat().st_size,
-                                   "kept_float_nodes": excluded}
+        result = Conversion(details={"quantizer": "onnxruntime.quantization", "kept_float_nodes": excluded},
+                            float_size_bytes=float_path.stat().st_size)
+        details = result.details
         sources: list[str] = []
         if request.precision == "int8-dynamic":
             quantize_dynamic(str(prepared), str(path), op_types_to_quantize=["MatMul", "Gemm"],
@@ -96,13 +97,11 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
                                   "percentile": CalibrationMethod.Percentile}[method],
                 nodes_to_exclude=excluded,
             )
-            details.update({
-                "scheme": "static QDQ: per-channel int8 weights, uint8 activations",
-                "calibration": {"method": method, "samples": len(calibration), "images": sources},
-            })
-        details["latency"] = artifact_latency(OnnxRuntimeBackend(), prepared, path, request.img_size, request.batch)
+            details["scheme"] = "static QDQ: per-channel int8 weights, uint8 activations"
+            result.calibration = Calibration(method=method, samples=len(calibration), images=sources)
+        result.latency = artifact_latency(OnnxRuntimeBackend(), prepared, path, request.img_size, request.batch)
         if options.get("explain"):
             inputs, names = explain_inputs(request, sources)
-            details["explain"] = {"images": names, "method": EXPLAIN_METHOD,
-                                  "worst_layers": report(explain_onnx(prepared, path, inputs, input_name))}
-        return details
+            result.explanation = Explanation(images=names, method=EXPLAIN_METHOD,
+                                             worst_layers=report(explain_onnx(prepared, path, inputs, input_name)))
+        return result

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fat_deploy.contract.coverage import Coverage, accelerators_line
-from fat_deploy.contract.formats import ExportRequest, UnsupportedOptionError
+from fat_deploy.contract.formats import Conversion, ExportRequest, UnsupportedOptionError
 from fat_deploy.runtimes.onnx.converter import OnnxFormat
 from fat_deploy.runtimes.onnx.coverage import SOURCE_EPS, mobile_accelerators, ort_format_coverage
 from fat_deploy.runtimes.ort_mobile.guide import OPERATORS_FILE, guide
@@ -47,11 +47,9 @@ class OrtMobileFormat(OnnxFormat):
     bundle_platform = "android"
 
     def coverage(self, path: Path) -> Coverage:
-
         return ort_format_coverage(path)
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-
         return guide(file_name, manifest)
 
     def write_bundle_extras(self, folder: Path, manifest: dict[str, Any]) -> list[str]:
@@ -69,12 +67,12 @@ class OrtMobileFormat(OnnxFormat):
                                          "prebuilt packages lack; use --format onnx --image-bytes")
         super().check_options(precision, options)
 
-    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+    def convert(self, request: ExportRequest, path: Path) -> Conversion:
         from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
         with tempfile.TemporaryDirectory(dir=path.parent) as folder:
             onnx_path = Path(folder) / f"{path.stem}.onnx"
-            details = super().convert(request, onnx_path)
+            conversion = super().convert(request, onnx_path)
             eps = mobile_accelerators(onnx_path)
             out = Path(folder) / "ort"
             with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its progress
@@ -86,12 +84,11 @@ class OrtMobileFormat(OnnxFormat):
             # The converter names the temporary file it read; the manifest names the artifact instead.
             lines = [line for line in config.read_text(encoding="utf-8").splitlines() if not line.startswith("# - ")]
             operators = "\n".join([lines[0], f"# - {path.name}", *lines[1:]]) + "\n"
-        details.update({
+        conversion.details.update({
             "ort_converter": "onnxruntime.tools.convert_onnx_models_to_ort",
             "ort_optimization": f"Fixed style, target platform {TARGET_PLATFORM} (no NCHWc: portable)",
             "required_operators_config": operators,
             SOURCE_EPS: [asdict(accelerator) for accelerator in eps],
         })
-        details.setdefault("summary_notes", []).append(
-            accelerators_line(eps) + " (checked on the ONNX graph it was converted from)")
-        return details
+        conversion.notes.append(accelerators_line(eps) + " (checked on the ONNX graph it was converted from)")
+        return conversion

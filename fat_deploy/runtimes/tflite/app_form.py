@@ -110,7 +110,6 @@ def attach_metadata(path: Path, info: ClassifierMetadata) -> None:
     import flatbuffers
     from ai_edge_litert import schema_py_generated as tflite
 
-
     raw = path.read_bytes()
     model = tflite.ModelT.InitFromPackedBuf(raw, 0)
     for stored in model.buffers:  # data kept after the flatbuffer (offset/size, as ai-edge-quantizer writes it)

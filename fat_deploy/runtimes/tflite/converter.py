@@ -17,6 +17,9 @@ from fat_deploy.common.explain import EXPLAIN_METHOD, explain_inputs, report
 from fat_deploy.common.verify import PROBABILITY_FLOOR
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import (
+    Calibration,
+    Conversion,
+    Explanation,
     ExportFormat,
     ExportRequest,
     UnsupportedOptionError,
@@ -114,7 +117,6 @@ class TFLiteFormat(ExportFormat):
     bundle_options = {"mediapipe": True}
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-
         return guide(file_name, manifest)
 
     def check_options(self, precision: str, options: dict[str, Any]) -> None:
@@ -134,7 +136,6 @@ class TFLiteFormat(ExportFormat):
     def graph_inputs(request: ExportRequest, normalized: np.ndarray) -> np.ndarray:
         """Normalised NCHW images as the converted graph takes them (NHWC; in [0, 1] for --mediapipe)."""
         if request.options.get("mediapipe"):
-
             return to_app_input(normalized, request.spec.mean, request.spec.std)
         return normalized.transpose(0, 2, 3, 1) if request.nhwc else normalized
 
@@ -160,7 +161,7 @@ class TFLiteFormat(ExportFormat):
 
         return litert_form(deployed)
 
-    def convert(self, request: ExportRequest, path: Path) -> dict[str, Any]:
+    def convert(self, request: ExportRequest, path: Path) -> Conversion:
         import litert_torch
         from litert_torch import _config
 
@@ -168,7 +169,6 @@ class TFLiteFormat(ExportFormat):
         model = request.model
         example = torch.randn(request.batch, 3, *request.img_size)
         if request.options.get("mediapipe"):
-
             model = MediaPipeClassifier(model, request.spec.mean, request.spec.std).eval()
             example = torch.rand(request.batch, *request.img_size, 3)
         elif request.nhwc:
@@ -176,19 +176,19 @@ class TFLiteFormat(ExportFormat):
             example = example.permute(0, 2, 3, 1).contiguous()
         with torch.no_grad():
             litert_torch.convert(model.eval(), (example,)).export(str(path))
-        details: dict[str, Any] = {"converter": "litert-torch", "runtime": "ai-edge-litert (XNNPACK)"}
+        conversion = Conversion(details={"converter": "litert-torch", "runtime": "ai-edge-litert (XNNPACK)"})
+        details = conversion.details
         if request.precision != "fp32":
-            details.update(self._quantize(path, request))
+            conversion.merge(self._quantize(path, request))
         ops = op_histogram(path)
         details.update({"ops": ops, "nodes": sum(ops.values()), "io": self._io_types(path)})
         if bad := non_builtin_ops(ops):
             raise RuntimeError(f"TFLite graph needs non-builtin ops {bad}; only builtin ops are allowed")
         if request.options.get("mediapipe"):
-            details["mediapipe"] = self._attach_and_check(request, path)
-            details.setdefault("summary_notes", []).append(
-                f"MediaPipe ImageClassifier loads it: top-5 and scores match {details['mediapipe']['reference']} "
-                f"on {details['mediapipe']['images']} photos")
-        return details
+            details["mediapipe"] = check = self._attach_and_check(request, path)
+            conversion.notes.append(f"MediaPipe ImageClassifier loads it: top-5 and scores match {check['reference']} "
+                                    f"on {check['images']} photos")
+        return conversion
 
     def _attach_and_check(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         """Write the metadata and labels into the file, then classify the shipped photos with MediaPipe and compare
@@ -223,13 +223,14 @@ class TFLiteFormat(ExportFormat):
         return {**check, "reference": reference, "metadata": {k: v for k, v in written.items() if k != "labels"}}
 
     @staticmethod
-    def _quantize(path: Path, request: ExportRequest) -> dict[str, Any]:
+    def _quantize(path: Path, request: ExportRequest) -> Conversion:
         """Rewrite the float .tflite at ``path`` with an ai-edge-quantizer recipe for the mode."""
         from ai_edge_quantizer import qtyping, quantizer, recipe
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
         engine = quantizer.Quantizer(str(path))
-        details: dict[str, Any] = {"quantizer": "ai-edge-quantizer", "float_size_bytes": path.stat().st_size}
+        conversion = Conversion(details={"quantizer": "ai-edge-quantizer"}, float_size_bytes=path.stat().st_size)
+        details = conversion.details
         if request.precision == "fp16":
             engine.add_weight_only_config(
                 regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
@@ -263,28 +264,25 @@ class TFLiteFormat(ExportFormat):
                 details["kept_float_patterns"] = list(request.options["keep_float"])
         calibration_result, sources = None, list[str]()
         if request.precision == "int8-static":
-
             samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
                                                  requested_size(request.options))
             samples = TFLiteFormat.graph_inputs(request, samples)
             signature, input_name = "serving_default", "args_0"
             calibration_result = engine.calibrate({signature: [{input_name: s[None]} for s in samples]})
-            details["calibration"] = {"method": "minmax", "samples": len(samples), "images": sources}
+            conversion.calibration = Calibration(method="minmax", samples=len(samples), images=sources)
         result = engine.quantize(calibration_result, enable_progress_report=False)
         float_path = path.with_name(f"{path.stem}.float{path.suffix}")
         path.rename(float_path)
         result.export_model(str(path))
         if request.precision != "fp16":
-
-            details["latency"] = artifact_latency(TFLiteFormat.backend, float_path, path, request.img_size, request.batch)
+            conversion.latency = artifact_latency(TFLiteFormat.backend, float_path, path, request.img_size, request.batch)
         if request.options.get("explain"):
-
             inputs, names = explain_inputs(request, sources)
             inputs = TFLiteFormat.graph_inputs(request, inputs)
-            details["explain"] = {"images": names, "method": EXPLAIN_METHOD,
-                                  "worst_layers": report(explain_tflite(float_path, path, inputs))}
+            conversion.explanation = Explanation(images=names, method=EXPLAIN_METHOD,
+                                                 worst_layers=report(explain_tflite(float_path, path, inputs)))
         float_path.unlink()
-        return details
+        return conversion
 
     @staticmethod
     def _io_types(path: Path) -> dict[str, Any]:
@@ -298,7 +296,6 @@ class TFLiteFormat(ExportFormat):
                 "output": describe(interpreter.get_output_details()[0])}
 
     def coverage(self, path: Path) -> Coverage:
-
         return tflite_coverage(path)
 
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:

@@ -15,7 +15,6 @@ TFLITE_LAYER_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
 def _tflite_activations(path: Path, inputs: np.ndarray) -> tuple[dict[str, list[np.ndarray]], list[LayerIO]]:
     from ai_edge_litert.interpreter import Interpreter
 
-
     interpreter = Interpreter(str(path), experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}

@@ -17,7 +17,6 @@ class TFLiteRunner(Runner):
         self.input_index = self.input_detail["index"]
 
     def prepare(self, batch: np.ndarray) -> np.ndarray:
-
         data = batch.transpose(0, 2, 3, 1) if self.nhwc else batch
         return to_input_dtype(np.ascontiguousarray(data), self.input_detail)
 
@@ -26,7 +25,6 @@ class TFLiteRunner(Runner):
         self.interpreter.invoke()
 
     def logits(self, prepared: Any) -> np.ndarray:
-
         self.run(prepared)
         (target,) = self.interpreter.get_output_details()
         return from_output_dtype(self.interpreter.get_tensor(target["index"]), target).astype(np.float32)
