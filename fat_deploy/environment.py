@@ -26,6 +26,14 @@ def tool_versions(names: tuple[str, ...]) -> dict[str, str]:
     return {name: version for name in names if (version := package_version(name)) is not None}
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
 # Instruction-set features that change kernel choice (and so latency) in the runtimes we time.
 ISA_FEATURES = (
     "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from fat_deploy.errors import ArgumentError
+
 
 class Precision(StrEnum):
     """A precision or quantization mode, always named explicitly (never one "int8")."""
@@ -30,5 +32,12 @@ class Precision(StrEnum):
 
 
 PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
+
+
+def parse_precision(value: str) -> Precision:
+    """``value`` as a :class:`Precision`; an unknown name is a one-line error listing the known ones."""
+    if value not in PRECISIONS:
+        raise ArgumentError(f"unknown precision {value!r}: known are {', '.join(PRECISIONS)}")
+    return Precision(value)
 QUANTIZED = frozenset(p.value for p in Precision if p.quantized)
 CALIBRATED: tuple[str, ...] = tuple(p.value for p in Precision if p.calibrated)

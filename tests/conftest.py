@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 import torch.nn as nn
 from fake_runtime import FAKE_RUNTIME
 
 from fat_deploy import registry
+from fat_deploy.cli.export import main as fat_export
 from fat_deploy.models import create_model
 
 
@@ -70,3 +77,19 @@ def fake_runtime():  # type: ignore[no-untyped-def]
         yield FAKE_RUNTIME
     finally:
         registry.unregister(FAKE_RUNTIME)
+
+
+@pytest.fixture(scope="session")
+def trained_exports(tmp_path_factory: pytest.TempPathFactory, trained_looking_checkpoint: Path) -> dict[str, Any]:
+    """One ``fat-export --format all`` run (FAT-B0, trained-looking weights, 224 px), its --json records by format.
+
+    Shared by the tests that check what each runtime's plain export holds, so each converter runs once for them
+    (ExecuTorch's lowering alone takes half a minute); mark such tests ``xdist_group("trained_exports")`` so one
+    worker runs them all."""
+    out = tmp_path_factory.mktemp("all_formats")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = fat_export(["--model", "fat_b0", "--format", "all", "--out", str(out), "--jobs", "1",
+                           "--checkpoint", str(trained_looking_checkpoint), "--json"])
+    assert code == 0, printed.getvalue()
+    return {record["format"]: record for record in json.loads(printed.getvalue())}

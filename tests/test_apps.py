@@ -150,7 +150,8 @@ def test_bundle_holds_what_each_platform_needs_and_is_placed_whole(
         tmp_path: Path, trained_looking_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bundle = tmp_path / "app"
     code = main(["--model", "fat_b0", "--format", "tflite", "ort", "onnx", "executorch", "coreml", "--img-size", "64",
-                 "--checkpoint", str(trained_looking_checkpoint), "--bundle", str(bundle), "--json"])
+                 "--checkpoint", str(trained_looking_checkpoint), "--bundle", str(bundle), "--json",
+                 "--jobs", "2"])  # parallel exports: two worker processes
     out = capsys.readouterr()
     assert code == 0, out.err
     index = json.loads((bundle / INDEX).read_text())
@@ -194,7 +195,8 @@ def test_a_failing_file_leaves_no_bundle(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(OrtMobileFormat, "convert", broken)
     bundle = tmp_path / "app"
-    code = main(["--model", "fat_b0", "--format", "onnx", "ort", "--img-size", "64", "--bundle", str(bundle)])
+    code = main(["--model", "fat_b0", "--format", "onnx", "ort", "--img-size", "64", "--bundle", str(bundle),
+                 "--jobs", "1"])  # in this process, where the converter is patched
     out = capsys.readouterr().out
     assert code == 1 and "converter crashed" in out and "not placed" in out
     assert not bundle.exists() and not list(tmp_path.iterdir())

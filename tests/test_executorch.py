@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -89,11 +90,12 @@ def test_executorch_options_are_checked_up_front(tmp_path: Path, precision: str,
 
 
 @pytest.mark.slow
-def test_fp32_pte_is_verified_and_reports_delegation(tmp_path: Path, trained_looking_checkpoint: Path) -> None:
-    artifact = export("fat_b0", "executorch", out=tmp_path, img_size=64, checkpoint=trained_looking_checkpoint)
-    assert artifact.status == "passed", artifact.error
-    assert artifact.path is not None and artifact.path.suffix == ".pte"
-    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+@pytest.mark.xdist_group("trained_exports")
+def test_fp32_pte_is_verified_and_reports_delegation(trained_exports: dict[str, Any]) -> None:
+    artifact = trained_exports["executorch"]
+    assert artifact["status"] == "passed", artifact["error"]
+    assert artifact["path"].endswith(".pte")
+    manifest = json.loads(Path(artifact["manifest"]).read_text())
     (comparison,) = manifest["verification"]["comparisons"].values()
     assert comparison["passed"] and comparison["max_abs_diff"] < 1e-3
     assert manifest["verification"]["runtime"] == "executorch (XNNPACK)"
@@ -101,9 +103,9 @@ def test_fp32_pte_is_verified_and_reports_delegation(tmp_path: Path, trained_loo
     # The XNNPACK form of the deploy form: every op in one XNNPACK subgraph, nothing left to portable kernels.
     assert delegation["by_op"]["convolution"]["delegated"] > 0
     assert delegation["portable_by_op"] == {} and delegation["delegated_subgraphs"] == 1
-    assert manifest["tool_versions"]["executorch"] and manifest["input"]["shape"] == [1, 3, 64, 64]
+    assert manifest["tool_versions"]["executorch"] and manifest["input"]["shape"] == [1, 3, 224, 224]
     coverage = manifest["format_details"]["coverage"]  # read back from the .pte: one delegate call, no kernel call
-    assert coverage["ops"] == {"delegate:XnnpackBackend": 1} and "XNNPACK whole" in artifact.notes
+    assert coverage["ops"] == {"delegate:XnnpackBackend": 1} and "XNNPACK whole" in artifact["notes"]
 
 
 @pytest.mark.slow
@@ -125,12 +127,12 @@ def test_int8_static_pte_is_calibrated_measured_and_verified(tmp_path: Path, pho
 
 
 @pytest.mark.slow
-def test_latency_backend_times_a_pte_on_one_thread(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("trained_exports")
+def test_latency_backend_times_a_pte_on_one_thread(trained_exports: dict[str, Any]) -> None:
     from fat_deploy.latency.harness import measure
 
-    artifact = export("fat_b0", "executorch", out=tmp_path, img_size=64)
-    assert artifact.path is not None
-    record = measure("fat_b0", "executorch", threads=1, img_size=64, runs=5, warmup=1, artifact=artifact.path)
+    pte = Path(trained_exports["executorch"]["path"])
+    record = measure("fat_b0", "executorch", threads=1, runs=5, warmup=1, artifact=pte)
     assert record.status == "ok", record.reason
     assert record.threads == 1 and record.environment["executorch"]
     assert record.stats["median_ms"] > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,20 +115,15 @@ def test_top1_gate_counts_clear_float_top1_only() -> None:
 
 # ---------------------------------------------------------------- end to end (slow)
 
-FORMAT_PRECISIONS = [(f, p) for f in list_formats() for p in ("fp32", "fp16") if p in get_format(f).precisions]
+FP16_FORMATS = [f for f in list_formats() if "fp16" in get_format(f).precisions]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fmt,precision", FORMAT_PRECISIONS, ids=[f"{f}-{p}" for f, p in FORMAT_PRECISIONS])
-def test_every_format_and_precision(tmp_path: Path, fmt: str, precision: str) -> None:
-    artifact = export("fat_b0", fmt, precision, out=tmp_path)
-    expected = "exported-not-verified" if fmt == "coreml" else "passed"
-    assert artifact.status == expected, artifact.error
-    assert artifact.path is not None and artifact.path.exists()
-    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+def check_full_size_export(path: Path, manifest: dict[str, Any], fmt: str, precision: str) -> None:
+    """What every 224 px export of FAT-B0 must hold: a valid manifest, the file's digest, the precision's tolerance,
+    and a passed comparison with PyTorch (Core ML: the structural checks and, for fp16, the PyTorch proxy)."""
     assert validate_manifest(manifest) == []
-    assert manifest["file"]["sha256"] == sha256_of(artifact.path)
-    assert manifest["precision"] == precision and manifest["checkpoint"] == "random init"
+    assert manifest["file"]["sha256"] == sha256_of(path)
+    assert manifest["precision"] == precision and manifest["input"]["shape"][-2:] == [224, 224]
     verification = manifest["verification"]
     assert verification["tolerance"] == TOLERANCES[precision].as_dict()
     if fmt == "coreml":
@@ -139,6 +135,29 @@ def test_every_format_and_precision(tmp_path: Path, fmt: str, precision: str) ->
         (comparison,) = verification["comparisons"].values()
         assert comparison["passed"] and comparison["inputs"] >= 6
         assert any(name.startswith("skimage:") for name in verification["inputs"])
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("trained_exports")
+@pytest.mark.parametrize("fmt", list_formats())
+def test_every_format_fp32_with_trained_looking_weights(trained_exports: dict[str, Any], fmt: str) -> None:
+    record = trained_exports[fmt]  # one fat-export --format all run, shared (tests/conftest.py)
+    assert record["status"] == ("exported-not-verified" if fmt == "coreml" else "passed"), record["error"]
+    manifest = json.loads(Path(record["manifest"]).read_text())
+    folder = Path(record["path"]).parent
+    assert manifest["checkpoint"]["sha256"] and not any(p.name.startswith(".") for p in folder.iterdir())
+    check_full_size_export(Path(record["path"]), manifest, fmt, "fp32")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FP16_FORMATS)
+def test_every_format_fp16(tmp_path: Path, fmt: str) -> None:
+    artifact = export("fat_b0", fmt, "fp16", out=tmp_path)
+    assert artifact.status == ("exported-not-verified" if fmt == "coreml" else "passed"), artifact.error
+    assert artifact.path is not None and artifact.path.exists()
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    assert manifest["checkpoint"] == "random init"
+    check_full_size_export(artifact.path, manifest, fmt, "fp16")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
 
 

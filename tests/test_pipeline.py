@@ -95,6 +95,12 @@ def test_cli_flags_come_from_the_runtime_declarations(tmp_path: Path, capsys: py
     assert err.count("\n") == 1 and "refused, as asked" in err
 
 
+def test_jobs_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert fat_export(["--model", "fat_b0", "--format", "npz", "--jobs", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--jobs must be at least 1, got 0" in err and not list(tmp_path.iterdir())
+
+
 def test_bundle_folder_gets_the_file_labels_and_guide(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bundle = tmp_path / "app"
     code = fat_export(["--model", "fat_b0", "--format", "npz", "--img-size", "64", "--bundle", str(bundle)])

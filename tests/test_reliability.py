@@ -13,6 +13,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -60,15 +61,10 @@ def hidden(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_every_format_exports_a_trained_looking_checkpoint(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, trained_looking_checkpoint: Path
-) -> None:
+@pytest.mark.xdist_group("trained_exports")
+def test_every_format_exports_a_trained_looking_checkpoint(trained_exports: dict[str, Any]) -> None:
     # coremltools turns an unfoldable per-channel scale and shift into batch_norm: a core op, not a problem.
-    code = fat_export(["--model", "fat_b0", "--format", "all", "--img-size", "64", "--out", str(tmp_path),
-                       "--checkpoint", str(trained_looking_checkpoint), "--json"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    records = {r["format"]: r for r in json.loads(out)}
+    records = trained_exports
     assert set(records) == set(list_formats())
     assert {records[name]["status"] for name in ("onnx", "tflite", "executorch", "ort")} == {"passed"}
     assert records["coreml"]["status"] == "exported-not-verified", records["coreml"]["error"]

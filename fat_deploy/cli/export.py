@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
 from fat_deploy.contract.formats import PRECISIONS, QUANTIZED, ExportFormat
+from fat_deploy.environment import available_cores
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.api import (
     CALIBRATED,
@@ -24,15 +25,16 @@ from fat_deploy.exporters.api import (
     Artifact,
     check_calibration_folder,
     check_request_options,
-    export,
     read_labels,
     resolve_img_size,
 )
 from fat_deploy.exporters.bundle import bundle_staging, check_bundle_target, place_bundle, write_bundle_files
+from fat_deploy.exporters.jobs import ExportJob, run_exports
 from fat_deploy.exporters.manifest import manifest_path_for
 from fat_deploy.exporters.options import all_option_fields, is_set, option_kind, options_for
 from fat_deploy.exporters.placement import check_targets, prepare_output_dir
 from fat_deploy.models.registry import create_model, get_spec, output_classes
+from fat_deploy.precision import parse_precision
 from fat_deploy.registry import formats, get_format, list_formats
 
 PROG = "fat-export"
@@ -66,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "with labels.txt and a README with the input contract and snippets; placed only if every "
                              "file passes")
     parser.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    parser.add_argument("--jobs", type=int, metavar="N", help="exports at once, each in its own process (default: one "
+                        "per CPU core, at most one per file; 1: one after the other in this process)")
     parser.add_argument("--labels", help="class names, one per line, one per class (default: ImageNet-1k); the Core ML "
                         "classifier's names, and in every manifest")
     for name, option in all_option_fields().items():  # each runtime's typed options, and the quantization ones
@@ -190,6 +194,8 @@ def _export_all(args: argparse.Namespace) -> int:
     img_size = resolve_img_size(args.img_size, spec)
     if args.batch < 1:
         raise FatDeployError(f"--batch must be at least 1, got {args.batch}")
+    if args.jobs is not None and args.jobs < 1:
+        raise FatDeployError(f"--jobs must be at least 1, got {args.jobs}")
 
     model = create_model(spec.name, checkpoint=args.checkpoint)
     if args.labels:
@@ -211,7 +217,8 @@ def _export_all(args: argparse.Namespace) -> int:
         out_dir = prepare_output_dir(args.out or "exports")
         for fmt_name, precision in plan:
             fmt = get_format(fmt_name)
-            target = out_dir / fmt.artifact_name(spec.name, precision, _format_options(args, fmt, precision))
+            target = out_dir / fmt.artifact_name(spec.name, parse_precision(precision),
+                                                 _format_options(args, fmt, precision))
             check_targets(target, manifest_path_for(target), args.force)
         artifacts = _run_plan(args, spec.name, plan, img_size, out_dir)
     return _report(args, artifacts)
@@ -219,29 +226,32 @@ def _export_all(args: argparse.Namespace) -> int:
 
 def _run_plan(args: argparse.Namespace, model: str, plan: list[tuple[str, str]], img_size: tuple[int, int],
               out_dir: Path) -> list[Artifact]:
-    """Export each (format, precision) into ``out_dir`` (its platform folder there with --bundle)."""
+    """Export each (format, precision) into ``out_dir`` (its platform folder there with --bundle), ``--jobs`` at
+    once."""
+    jobs = []
+    for fmt_name, precision in plan:
+        fmt = get_format(fmt_name)
+        jobs.append(ExportJob(model, fmt_name, precision, out_dir / str(fmt.bundle_platform) if args.bundle else out_dir,
+                              dict(checkpoint=args.checkpoint, img_size=img_size, batch=args.batch, labels=args.labels,
+                                   eval_dir=args.eval_dir, eval_map=args.eval_map,
+                                   max_accuracy_drop=args.max_accuracy_drop, deploy=not args.no_deploy,
+                                   verify=not args.no_verify, force=args.force,
+                                   **_format_options(args, fmt, precision))))
     err = Console(file=terminal().err)
-    artifacts: list[Artifact] = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err, transient=False) as progress:
-        for fmt_name, precision in plan:
-            fmt = get_format(fmt_name)
-            label = f"{model} → {fmt_name} {precision}"
-            task = progress.add_task(f"{label}: starting", total=None)
+        labels = [f"{model} → {job.format} {job.precision}" for job in jobs]
+        tasks = [progress.add_task(f"{label}: waiting", total=None, start=False) for label in labels]
 
-            def stage(message: str, task: TaskID = task, label: str = label) -> None:
-                progress.update(task, description=f"{label}: {message}")
+        def stage(index: int, message: str) -> None:
+            progress.start_task(tasks[index])  # the clock runs from the job's first stage (no-op once started)
+            progress.update(tasks[index], description=f"{labels[index]}: {message}")
 
-            artifact = export(
-                model, fmt_name, precision, out_dir / str(fmt.bundle_platform) if args.bundle else out_dir,
-                checkpoint=args.checkpoint, img_size=img_size, batch=args.batch, labels=args.labels,
-                eval_dir=args.eval_dir, eval_map=args.eval_map, max_accuracy_drop=args.max_accuracy_drop,
-                deploy=not args.no_deploy, verify=not args.no_verify, force=args.force, on_stage=stage,
-                **_format_options(args, fmt, precision),
-            )
-            artifacts.append(artifact)
-            progress.update(task, description=f"{label}: {artifact.status}", total=1, completed=1)
-    return artifacts
+        def done(index: int, artifact: Artifact) -> None:
+            progress.update(tasks[index], description=f"{labels[index]}: {artifact.status}", total=1, completed=1)
+
+        workers = args.jobs if args.jobs is not None else min(len(jobs), available_cores())
+        return run_exports(jobs, workers, stage, done)
 
 
 def _finish_bundle(args: argparse.Namespace, model: str, artifacts: list[Artifact], built: Path) -> None:

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fat_deploy.precision import Precision
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -20,18 +22,18 @@ class Tolerance:
 
 
 # Per precision. fp32 artifacts must reproduce PyTorch to float rounding; fp16 within half precision.
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_abs_rel=1e-4, min_cosine=0.99999, min_top1_agreement=1.0),
-    "fp16": Tolerance(max_abs_rel=2e-2, min_cosine=0.999, min_top1_agreement=0.75),
+TOLERANCES: dict[Precision, Tolerance] = {
+    Precision.FP32: Tolerance(max_abs_rel=1e-4, min_cosine=0.99999, min_top1_agreement=1.0),
+    Precision.FP16: Tolerance(max_abs_rel=2e-2, min_cosine=0.999, min_top1_agreement=0.75),
     # Quantized artifacts: the cost is measured and printed; only a collapse fails the export.
-    "int8-dynamic": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
-    "int8-weights": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
-    "int8-static": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
-    "w8a8": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
-    "palettize-4": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
-    "palettize-6": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
-    "palettize-8": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
-    "int4-block": Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    Precision.INT8_DYNAMIC: Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    Precision.INT8_WEIGHTS: Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    Precision.INT8_STATIC: Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    Precision.W8A8: Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    Precision.PALETTIZE_4: Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    Precision.PALETTIZE_6: Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    Precision.PALETTIZE_8: Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
+    Precision.INT4_BLOCK: Tolerance(max_abs_rel=1.0, min_cosine=0.95, min_top1_agreement=0.5),
 }
 
 

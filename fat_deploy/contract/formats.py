@@ -44,7 +44,7 @@ class ExportRequest:
     reference: nn.Module  # the faithful fp32 model, eval mode
     model: nn.Module  # what is converted (deploy form unless turned off)
     img_size: tuple[int, int]
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
     batch: int = 1
     labels: list[str] | None = None
     evaluation: Evaluation | None = None  # --eval-dir: labeled images and the allowed top-1 drop
@@ -172,13 +172,14 @@ class ExportFormat(ABC):
     name: ClassVar[str]
     backend: ClassVar[Backend]  # runs the files (verification and fat-latency share it)
     suffix: ClassVar[str]
-    precisions: ClassVar[tuple[str, ...]]
+    precisions: ClassVar[tuple[Precision, ...]]
     runtime: ClassVar[str]
     converter_modules: ClassVar[tuple[str, ...]]  # importable names the converter needs
     extra: ClassVar[str]  # pip extra that installs them
     Options: ClassVar[type] = NoOptions  # the format's own options, a frozen dataclass of :func:`option` fields
     calibration_methods: ClassVar[tuple[str, ...]] = ("minmax",)
     artifact_tags: ClassVar[dict[str, str]] = {}  # switch option -> its tag in the file name (another form)
+    conversion_weight: ClassVar[float] = 1.0  # relative conversion time: parallel exports start the slowest first
     bundle_platform: ClassVar[str | None] = None  # --bundle: the platform folder ("android", "ios", "web")
     bundle_options: ClassVar[dict[str, Any]] = {}  # --bundle: the options of the app-ready form
 
@@ -186,7 +187,7 @@ class ExportFormat(ABC):
     def supported_options(self) -> frozenset[str]:
         return frozenset(f.name for f in option_fields(self.Options))
 
-    def check_options(self, precision: str, options: dict[str, Any]) -> None:
+    def check_options(self, precision: Precision, options: dict[str, Any]) -> None:
         """Refuse option values this format cannot honour with ``precision`` (set options only are passed)."""
         for name in ("keep_float", "explain"):
             if options.get(name) and precision not in QUANTIZED:
@@ -201,7 +202,7 @@ class ExportFormat(ABC):
                     f"pip install 'fat-deploy[{self.extra}]'")
         return None
 
-    def artifact_name(self, model_name: str, precision: str, options: dict[str, Any]) -> str:
+    def artifact_name(self, model_name: str, precision: Precision, options: dict[str, Any]) -> str:
         """``<model>_<format>_<precision>[_<tag>...]<suffix>`` (see docs/DESIGN.md)."""
         tags = "".join(f"_{tag}" for option, tag in self.artifact_tags.items() if options.get(option))
         return f"{model_name}_{self.name}_{precision}{tags}{self.suffix}"

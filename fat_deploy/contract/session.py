@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from fat_deploy.environment import package_version
 from fat_deploy.errors import FatDeployError
+from fat_deploy.precision import Precision
 
 
 class BackendError(FatDeployError):
@@ -30,7 +31,7 @@ class LoadRequest:
     img_size: tuple[int, int]
     threads: int
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
     channels_last: bool = False
 
 

@@ -28,6 +28,7 @@ from fat_deploy.exporters.placement import check_targets, place_pair, prepare_ou
 from fat_deploy.exporters.verification import FAILED, NOT_VERIFIED, PASSED, Status, summarize, verify_artifact
 from fat_deploy.models.deploy import to_deploy
 from fat_deploy.models.registry import ModelSpec, create_model, get_spec
+from fat_deploy.precision import Precision
 from fat_deploy.registry import get_format
 from fat_deploy.validation import (
     require_bool,
@@ -50,7 +51,7 @@ class Artifact:
 
     model: str
     format: str
-    precision: str
+    precision: Precision
     status: Status
     path: Path | None = None
     manifest_path: Path | None = None
@@ -134,7 +135,7 @@ def export(
     fmt = get_format(format)
     options = {"calibration": str(calibration) if calibration is not None else None,
                "calibration_size": calibration_size, "calibration_method": calibration_method, **format_options}
-    check_request_options(fmt, precision, options)
+    mode = check_request_options(fmt, precision, options)
     if options.get("dynamic_batch") and batch != 1:
         raise UnsupportedOptionError("--dynamic-batch exports with an example batch of 1; leave --batch out")
     if isinstance(model_or_name, str):
@@ -149,7 +150,7 @@ def export(
     out_dir = prepare_output_dir(out)
     request = ExportRequest(
         model_name=name, spec=spec, reference=reference,
-        model=reference, img_size=size, precision=precision, batch=batch, options=options,
+        model=reference, img_size=size, precision=mode, batch=batch, options=options,
     )
     if isinstance(labels, (str, Path)):
         request.labels, labels_source = read_labels(labels, request.num_classes), str(labels)
@@ -160,11 +161,11 @@ def export(
     if calibration is not None and precision in CALIBRATED:
         check_calibration_folder(calibration)  # empty, unreadable or too small: before any work
     request.evaluation = evaluation_for(request, eval_dir, eval_map, max_accuracy_drop)
-    target = out_dir / fmt.artifact_name(name, precision, request.options)
+    target = out_dir / fmt.artifact_name(name, mode, request.options)
     targets = check_targets(target, manifest_path_for(target), force)
     if deploy:
         request.model = fmt.runtime_form(to_deploy(reference))
-    artifact = Artifact(model=name, format=fmt.name, precision=precision, status=FAILED)
+    artifact = Artifact(model=name, format=fmt.name, precision=mode, status=FAILED)
     started = time.perf_counter()
     try:
         with staging_folder(out_dir) as workdir:

@@ -13,6 +13,7 @@ from fat_deploy.contract.formats import (
     CALIBRATED,
     PRECISIONS,
     ExportFormat,
+    Precision,
     QuantizationOptions,
     UnsupportedOptionError,
     flag_of,
@@ -66,10 +67,12 @@ def _check_value(option: dataclasses.Field[Any], value: Any) -> None:
         raise UnsupportedOptionError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def check_request_options(fmt: ExportFormat, precision: str, options: dict[str, Any]) -> None:
-    """Reject unknown precisions, unknown options and options the format or precision cannot have, before any work."""
+def check_request_options(fmt: ExportFormat, precision: str, options: dict[str, Any]) -> Precision:
+    """Reject unknown precisions, unknown options and options the format or precision cannot have, before any work;
+    the precision, as a :class:`Precision`."""
     if precision not in PRECISIONS:
         raise UnsupportedOptionError(f"unknown precision {precision!r}: known are {', '.join(PRECISIONS)}")
+    mode = Precision(precision)
     if precision not in fmt.precisions:
         raise UnsupportedOptionError(
             f"{fmt.name} does not support precision {precision}: it supports {', '.join(fmt.precisions)}"
@@ -92,9 +95,10 @@ def check_request_options(fmt: ExportFormat, precision: str, options: dict[str, 
     if method and method not in fmt.calibration_methods:
         raise UnsupportedOptionError(f"--calibration-method {method} is not available for {fmt.name}: it has "
                                      f"{', '.join(fmt.calibration_methods)}")
-    fmt.check_options(precision, chosen)
+    fmt.check_options(mode, chosen)
     if reason := fmt.unavailable_reason():
         raise UnsupportedOptionError(reason)
+    return mode
 
 
 def options_for(fmt: ExportFormat, given: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from fat_deploy.common.calibration import held_out_inputs, verification_inputs
 from fat_deploy.common.evaluation import accuracy
 from fat_deploy.common.verify import PROBABILITY_FLOOR, TOLERANCES, Comparison, Tolerance, compare
 from fat_deploy.contract.formats import QUANTIZED, ExportFormat, ExportRequest, RuntimeUnavailable
+from fat_deploy.precision import Precision
 
 
 class Status(StrEnum):
@@ -57,7 +58,7 @@ def fp16_proxy(request: ExportRequest, inputs: np.ndarray, reference: np.ndarray
     half = copy.deepcopy(request.model).half().eval()
     with torch.no_grad():
         outputs = half(torch.from_numpy(inputs).half()).float().numpy()
-    return compare(reference, outputs, TOLERANCES["fp16"])
+    return compare(reference, outputs, TOLERANCES[Precision.FP16])
 
 
 def verify_artifact(

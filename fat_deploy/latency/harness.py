@@ -25,7 +25,7 @@ from fat_deploy import version as version_module
 from fat_deploy.common.files import sha256_of
 from fat_deploy.contract.session import BackendError, LoadRequest
 from fat_deploy.contract.timing import time_runner
-from fat_deploy.environment import host_info
+from fat_deploy.environment import available_cores, host_info
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.exporters.api import resolve_img_size
@@ -35,6 +35,7 @@ from fat_deploy.latency.op_profile import profile_ops
 from fat_deploy.latency.stats import summarize
 from fat_deploy.models.deploy import to_deploy
 from fat_deploy.models.registry import create_model, get_spec
+from fat_deploy.precision import parse_precision
 from fat_deploy.registry import backends, check_device, get_backend, get_format, recorded_versions
 from fat_deploy.validation import require_img_size, require_int, require_number, require_path, require_str
 
@@ -111,14 +112,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
-
-
 def check_settings(threads: int, batch: int, warmup: int, runs: int, min_seconds: float) -> None:
     """Types and ranges of the timing settings; more threads than cores is refused (it times contention)."""
     require_int("--threads", threads, minimum=1)
@@ -141,7 +134,7 @@ def artifact_for(model_name: str, fmt: str, precision: str, img_size: tuple[int,
 
     folder = cache_dir / producer_key() / f"{img_size[0]}x{img_size[1]}_b{batch}" / (
         sha256_of(Path(checkpoint))[:12] if checkpoint else "random-init")
-    target = folder / get_format(fmt).artifact_name(model_name, precision, {})
+    target = folder / get_format(fmt).artifact_name(model_name, parse_precision(precision), {})
     if cached_artifact_problem(target, model_name, fmt, precision) is None:
         return target
     try:
@@ -261,7 +254,7 @@ def measure(
     if artifact_path is not None:
         record.artifact, record.artifact_sha256 = str(artifact_path), sha256_of(artifact_path)
     request = LoadRequest(model_name=spec.name, model=torch_model, artifact=artifact_path, batch=batch,
-                          img_size=size, threads=threads, device=device, precision=precision,
+                          img_size=size, threads=threads, device=device, precision=parse_precision(precision),
                           channels_last=channels_last)
     start = time.perf_counter()
     runner = runtime.load(request)

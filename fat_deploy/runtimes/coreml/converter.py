@@ -38,6 +38,7 @@ from fat_deploy.contract.formats import (
     option,
 )
 from fat_deploy.models.deploy import PixelNormalize
+from fat_deploy.precision import Precision
 from fat_deploy.runtimes.coreml.guide import guide
 from fat_deploy.runtimes.coreml.session import CoreMLBackend
 from fat_deploy.version import __version__
@@ -46,10 +47,11 @@ logging.getLogger("coremltools").setLevel(logging.ERROR)  # "Failed to load _MLM
 
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
 # Weight compression on the converted ML program (fp16 compute), coremltools.optimize.coreml.
-COMPRESSION_MODES = ("int8-weights", "palettize-4", "palettize-6", "palettize-8", "int4-block")
+COMPRESSION_MODES = (Precision.INT8_WEIGHTS, Precision.PALETTIZE_4, Precision.PALETTIZE_6, Precision.PALETTIZE_8,
+                     Precision.INT4_BLOCK)
 # Weights and activations int8, quantized on the PyTorch side (activation calibration of an .mlpackage
 # needs macOS to run it): coremltools.optimize.torch LinearQuantizer, observers only (no training).
-ACTIVATION_MODES = ("w8a8",)
+ACTIVATION_MODES = (Precision.W8A8,)
 MINIMUM_TARGET = {"int4-block": "iOS18", "w8a8": "iOS17"}
 DEFAULT_TARGET = "iOS16"
 INPUT_KINDS = ("image", "tensor")
@@ -88,7 +90,8 @@ class CoreMLFormat(ExportFormat):
     backend = CoreMLBackend()
     name = "coreml"
     suffix = ".mlpackage"
-    precisions = ("fp32", "fp16", *COMPRESSION_MODES, *ACTIVATION_MODES)
+    precisions = (Precision.FP32, Precision.FP16, *COMPRESSION_MODES, *ACTIVATION_MODES)
+    conversion_weight = 2.0
     runtime = "coremltools (macOS only)"
     converter_modules = ("coremltools",)
     extra = "coreml"
@@ -115,7 +118,7 @@ class CoreMLFormat(ExportFormat):
             raise UnsupportedOptionError(f"--coreml-input must be one of {', '.join(INPUT_KINDS)}, got {kind!r}")
         return kind
 
-    def artifact_name(self, model_name: str, precision: str, options: dict[str, Any]) -> str:
+    def artifact_name(self, model_name: str, precision: Precision, options: dict[str, Any]) -> str:
         stem = super().artifact_name(model_name, precision, options)[: -len(self.suffix)]
         return f"{stem}_tensor{self.suffix}" if self.input_kind(options) == "tensor" else f"{stem}{self.suffix}"
 

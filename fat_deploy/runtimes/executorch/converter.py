@@ -22,6 +22,7 @@ from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import Calibration, Conversion, ExportFormat, ExportRequest
 from fat_deploy.contract.timing import artifact_latency
 from fat_deploy.models.deploy import executorch_form
+from fat_deploy.precision import Precision
 from fat_deploy.runtimes.executorch.coverage import pte_coverage
 from fat_deploy.runtimes.executorch.delegation import delegation_report
 from fat_deploy.runtimes.executorch.guide import guide
@@ -65,7 +66,8 @@ class ExecuTorchFormat(ExportFormat):
     backend = ExecuTorchBackend()
     name = "executorch"
     suffix = ".pte"
-    precisions = ("fp32", "int8-dynamic", "int8-static")
+    precisions = (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT8_STATIC)
+    conversion_weight = 6.0  # torch.export + the XNNPACK lowering's passes: the slowest converter here
     runtime = "executorch (XNNPACK)"
     converter_modules = ("executorch", "torchao")
     extra = "executorch"

@@ -25,6 +25,7 @@ from fat_deploy.contract.formats import (
     option,
     require_module,
 )
+from fat_deploy.precision import Precision
 from fat_deploy.runtimes.onnx.coverage import onnx_coverage, op_histogram
 from fat_deploy.runtimes.onnx.guide import guide
 from fat_deploy.runtimes.onnx.image_bytes import (
@@ -92,7 +93,7 @@ class OnnxFormat(ExportFormat):
     backend = OnnxRuntimeBackend()
     name = "onnx"
     suffix = ".onnx"
-    precisions = ("fp32", "fp16", *ONNX_QUANTIZED)
+    precisions = (Precision.FP32, Precision.FP16, *ONNX_QUANTIZED)
     runtime = "onnxruntime"
     converter_modules = ("onnx", "onnxscript", "onnxsim", "onnxruntime")
     extra = "onnx"
@@ -107,7 +108,7 @@ class OnnxFormat(ExportFormat):
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
         return guide(file_name, manifest)
 
-    def check_options(self, precision: str, options: dict[str, Any]) -> None:
+    def check_options(self, precision: Precision, options: dict[str, Any]) -> None:
         super().check_options(precision, options)
         if options.get("image_bytes"):
             if options.get("dynamic_batch"):

@@ -20,10 +20,11 @@ from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, calibration_ba
 from fat_deploy.common.explain import EXPLAIN_METHOD, explain_inputs, report
 from fat_deploy.contract.formats import Calibration, Conversion, Explanation, ExportRequest, UnsupportedOptionError
 from fat_deploy.contract.timing import artifact_latency
+from fat_deploy.precision import Precision
 from fat_deploy.runtimes.onnx.explain import explain_onnx
 from fat_deploy.runtimes.onnx.session import OnnxRuntimeBackend
 
-ONNX_QUANTIZED = ("int8-dynamic", "int8-static")
+ONNX_QUANTIZED = (Precision.INT8_DYNAMIC, Precision.INT8_STATIC)
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Weighted layers only: quantizing the attention matmuls and softmax (activation x activation)
 # costs most of the accuracy for little speed (see benchmarks).

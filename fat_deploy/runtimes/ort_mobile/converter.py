@@ -17,6 +17,7 @@ from typing import Any
 
 from fat_deploy.contract.coverage import Coverage, accelerators_line
 from fat_deploy.contract.formats import Conversion, ExportRequest, UnsupportedOptionError
+from fat_deploy.precision import Precision
 from fat_deploy.runtimes.onnx.converter import OnnxFormat
 from fat_deploy.runtimes.onnx.coverage import SOURCE_EPS, mobile_accelerators, ort_format_coverage
 from fat_deploy.runtimes.ort_mobile.guide import OPERATORS_FILE, guide
@@ -61,7 +62,7 @@ class OrtMobileFormat(OnnxFormat):
         target.write_text(text, encoding="utf-8")
         return [OPERATORS_FILE]
 
-    def check_options(self, precision: str, options: dict[str, Any]) -> None:
+    def check_options(self, precision: Precision, options: dict[str, Any]) -> None:
         if options.get("image_bytes"):
             raise UnsupportedOptionError("--image-bytes needs onnxruntime-extensions' custom ops, which ORT Mobile's "
                                          "prebuilt packages lack; use --format onnx --image-bytes")

@@ -31,6 +31,7 @@ from fat_deploy.contract.formats import (
 from fat_deploy.contract.timing import artifact_latency
 from fat_deploy.errors import FatDeployError
 from fat_deploy.models.deploy import litert_form
+from fat_deploy.precision import Precision
 from fat_deploy.runtimes.tflite.app_form import (
     ClassifierMetadata,
     MediaPipeClassifier,
@@ -107,7 +108,8 @@ class TFLiteFormat(ExportFormat):
     backend = TFLiteBackend()
     name = "tflite"
     suffix = ".tflite"
-    precisions = ("fp32", "fp16", "int8-dynamic", "int8-weights", "int8-static")
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8_DYNAMIC, Precision.INT8_WEIGHTS, Precision.INT8_STATIC)
+    conversion_weight = 3.0
     runtime = "ai-edge-litert"
     converter_modules = ("litert_torch", "ai_edge_litert")
     extra = "tflite"
@@ -119,7 +121,7 @@ class TFLiteFormat(ExportFormat):
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
         return guide(file_name, manifest)
 
-    def check_options(self, precision: str, options: dict[str, Any]) -> None:
+    def check_options(self, precision: Precision, options: dict[str, Any]) -> None:
         super().check_options(precision, options)
         if options.get("int8_io") and precision != "int8-static":
             raise UnsupportedOptionError(f"--int8-io applies to int8-static only, not {precision}")
