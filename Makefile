@@ -38,7 +38,7 @@ testbed: setup
 
 # Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long).
 test: setup check testbed
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
+	$(PY) -m pytest -n 2 --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

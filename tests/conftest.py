@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +86,19 @@ def trained_exports(tmp_path_factory: pytest.TempPathFactory, trained_looking_ch
     """One ``fat-export --format all`` run (FAT-B0, trained-looking weights, 224 px), its --json records by format.
 
     Shared by the tests that check what each runtime's plain export holds, so each converter runs once for them
-    (ExecuTorch's lowering alone takes half a minute); mark such tests ``xdist_group("trained_exports")`` so one
-    worker runs them all."""
-    out = tmp_path_factory.mktemp("all_formats")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = fat_export(["--model", "fat_b0", "--format", "all", "--out", str(out), "--jobs", "1",
-                           "--checkpoint", str(trained_looking_checkpoint), "--json"])
-    assert code == 0, printed.getvalue()
-    return {record["format"]: record for record in json.loads(printed.getvalue())}
+    (ExecuTorch's lowering alone takes half a minute): the first xdist worker that needs it exports under a lock in
+    the run's common temporary folder, the others read its records."""
+    under_xdist = "PYTEST_XDIST_WORKER" in os.environ
+    shared = (tmp_path_factory.getbasetemp().parent if under_xdist else tmp_path_factory.getbasetemp()) / "all_formats"
+    shared.mkdir(exist_ok=True)
+    records = shared / "records.json"
+    with (shared / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not records.is_file():
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                code = fat_export(["--model", "fat_b0", "--format", "all", "--out", str(shared / "out"), "--jobs", "1",
+                                   "--checkpoint", str(trained_looking_checkpoint), "--json"])
+            assert code == 0, printed.getvalue()
+            records.write_text(printed.getvalue())
+    return {record["format"]: record for record in json.loads(records.read_text())}

@@ -90,7 +90,6 @@ def test_executorch_options_are_checked_up_front(tmp_path: Path, precision: str,
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("trained_exports")
 def test_fp32_pte_is_verified_and_reports_delegation(trained_exports: dict[str, Any]) -> None:
     artifact = trained_exports["executorch"]
     assert artifact["status"] == "passed", artifact["error"]
@@ -127,7 +126,6 @@ def test_int8_static_pte_is_calibrated_measured_and_verified(tmp_path: Path, pho
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("trained_exports")
 def test_latency_backend_times_a_pte_on_one_thread(trained_exports: dict[str, Any]) -> None:
     from fat_deploy.latency.harness import measure
 

@@ -138,7 +138,6 @@ def check_full_size_export(path: Path, manifest: dict[str, Any], fmt: str, preci
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("trained_exports")
 @pytest.mark.parametrize("fmt", list_formats())
 def test_every_format_fp32_with_trained_looking_weights(trained_exports: dict[str, Any], fmt: str) -> None:
     record = trained_exports[fmt]  # one fat-export --format all run, shared (tests/conftest.py)

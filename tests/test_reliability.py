@@ -61,7 +61,6 @@ def hidden(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("trained_exports")
 def test_every_format_exports_a_trained_looking_checkpoint(trained_exports: dict[str, Any]) -> None:
     # coremltools turns an unfoldable per-channel scale and shift into batch_norm: a core op, not a problem.
     records = trained_exports
