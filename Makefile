@@ -36,9 +36,10 @@ check: setup
 testbed: setup
 	$(PY) -m fat_deploy.testbed > /dev/null
 
-# Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long).
+# Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long); one
+# test handed out at a time, the longest first (tests/conftest.py, STARTED_FIRST), so both finish together.
 test: setup check testbed
-	$(PY) -m pytest -n 2 --durations=25
+	$(PY) -m pytest -n 2 --maxschedchunk 1 --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

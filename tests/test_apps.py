@@ -85,15 +85,38 @@ def test_bundle_target_rules(tmp_path: Path) -> None:
     (user / "notes.txt").write_text("mine")
     with pytest.raises(PlacementError, match="files that fat-export did not write"):
         check_bundle_target(user, force=True)
-    previous = tmp_path / "previous"
-    previous.mkdir()
-    (previous / INDEX).write_text("{}")
+    previous = tmp_path / "previous"  # what write_bundle_files leaves: the index lists every file
+    (previous / "web").mkdir(parents=True)
+    for name in ("fat_b0_onnx_fp32.onnx", "fat_b0_onnx_fp32.json", "labels.txt", "README.md"):
+        (previous / "web" / name).write_text("x")
+    (previous / INDEX).write_text(json.dumps({"made_by": "fat-deploy 0.1.0", "platforms": {"web": {
+        "files": sorted(p.name for p in (previous / "web").iterdir())}}}))
     with pytest.raises(PlacementError, match="--force replaces it"):
         check_bundle_target(previous, force=False)
     check_bundle_target(previous, force=True)
     (tmp_path / "file").write_text("x")
     with pytest.raises(PlacementError, match="something other than a folder"):
         check_bundle_target(tmp_path / "file", force=True)
+
+
+def test_force_never_deletes_a_folder_fat_export_did_not_write(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    web = tmp_path / "web"  # a web app that happens to have a bundle.json of its own
+    (web / "src").mkdir(parents=True)
+    (web / INDEX).write_text('{"name": "my-web-app"}')
+    (web / "precious.txt").write_text("mine")
+    assert main(["--model", "fat_b0", "--format", "onnx", "--img-size", "64", "--bundle", str(web), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds files that fat-export did not write (bundle.json, precious.txt, src)" in err
+    assert (web / "precious.txt").read_text() == "mine" and (web / "src").is_dir()
+    ours = tmp_path / "ours"  # a real bundle index, with a user's files added to it
+    (ours / "web").mkdir(parents=True)
+    (ours / "web" / "labels.txt").write_text("x")
+    (ours / "web" / "notes.md").write_text("mine")
+    (ours / "extra").mkdir()
+    (ours / INDEX).write_text(json.dumps({"made_by": "fat-deploy 0.1.0", "platforms": {"web": {"files": ["labels.txt"]}}}))
+    with pytest.raises(PlacementError, match=r"did not write \(extra, web/notes.md\)"):
+        check_bundle_target(ours, force=True)
 
 
 @pytest.mark.slow

@@ -109,7 +109,7 @@ def test_fp32_pte_is_verified_and_reports_delegation(trained_exports: dict[str, 
 
 @pytest.mark.slow
 def test_int8_static_pte_is_calibrated_measured_and_verified(tmp_path: Path, photo_calibrated_checkpoint: Path) -> None:
-    artifact = export("fat_b0", "executorch", "int8-static", out=tmp_path, img_size=96, calibration_size=8,
+    artifact = export("fat_b0", "executorch", "int8-static", out=tmp_path, img_size=64, calibration_size=8,
                       checkpoint=photo_calibrated_checkpoint)
     assert artifact.comparison is not None and "sqnr_db" in artifact.comparison
     assert artifact.cost["latency"]["float_ms"] > 0 and artifact.cost["float_size_bytes"] > 0

@@ -24,6 +24,8 @@ from fat_deploy.common.files import sha256_of
 from fat_deploy.errors import ArgumentError, CheckpointError, FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.exporters.placement import (
+    STAGING_MARKER,
+    STAGING_MARKER_TEXT,
     PlacementError,
     check_targets,
     place_pair,
@@ -162,17 +164,43 @@ def test_force_never_deletes_a_users_folder(capsys: pytest.CaptureFixture[str], 
     folder.mkdir()
     (folder / "thesis.tex").write_text("precious")
     line = cli_error(capsys, fat_export, "--model", "fat_b0", "--format", "onnx", "--out", str(tmp_path), "--force")
-    assert "is a folder that is not a previous artifact; fat-export will not delete it" in line
+    assert "is a folder that is not a previous artifact" in line and "fat-export will not delete it" in line
     assert (folder / "thesis.tex").read_text() == "precious"
 
 
+def coreml_package(folder: Path) -> Path:
+    """What coremltools writes: the package manifest and the model under Data/com.apple.CoreML/."""
+    package = folder / "fat_b0_coreml_fp32.mlpackage"
+    data = package / "Data" / "com.apple.CoreML"
+    (data / "weights").mkdir(parents=True)
+    (data / "model.mlmodel").write_bytes(b"spec")
+    (data / "weights" / "weight.bin").write_bytes(b"\0" * 64)
+    (package / "Manifest.json").write_text(json.dumps({
+        "fileFormatVersion": "1.0.0", "rootModelIdentifier": "m",
+        "itemInfoEntries": {"m": {"path": "com.apple.CoreML/model.mlmodel"}, "w": {"path": "com.apple.CoreML/weights"}}}))
+    return package
+
+
 def test_previous_coreml_package_may_be_replaced_with_force(tmp_path: Path) -> None:
-    package = tmp_path / "fat_b0_coreml_fp32.mlpackage"
-    package.mkdir()
-    (package / "Manifest.json").write_text("{}")
+    package = coreml_package(tmp_path)
     check_targets(package, tmp_path / "fat_b0_coreml_fp32.json", force=True)  # no error
     with pytest.raises(PlacementError, match="already exists"):
         check_targets(package, tmp_path / "fat_b0_coreml_fp32.json", force=False)
+
+
+def test_force_never_deletes_a_folder_that_only_looks_like_a_package(tmp_path: Path) -> None:
+    fake = tmp_path / "fake" / "fat_b0_coreml_fp32.mlpackage"
+    fake.mkdir(parents=True)
+    (fake / "Manifest.json").write_text("{}")  # any Manifest.json used to be enough
+    (fake / "precious.txt").write_text("mine")
+    added = coreml_package(tmp_path / "added")
+    (added / "precious.txt").write_text("mine")  # a real package with a user's file beside the model
+    linked = coreml_package(tmp_path / "linked")
+    (linked / "Data" / "com.apple.CoreML" / "notes").symlink_to(tmp_path / "added" / added.name / "precious.txt")
+    for package in (fake, added, linked):
+        with pytest.raises(PlacementError, match="holds files a Core ML package does not"):
+            check_targets(package, package.with_suffix(".json"), force=True)
+    assert (fake / "precious.txt").read_text() == (added / "precious.txt").read_text() == "mine"
 
 
 def test_dangling_symlink_at_artifact_path_needs_force(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -186,17 +214,24 @@ def test_dangling_symlink_at_artifact_path_needs_force(capsys: pytest.CaptureFix
 # ------------------------------------------------------------ 6. staging folders left by killed runs
 
 
-def test_stale_staging_is_removed_but_a_live_one_is_kept(tmp_path: Path) -> None:
-    stale = tmp_path / ".fat-export-killed"
-    stale.mkdir()
+def test_stale_staging_is_removed_but_a_live_one_and_a_users_folder_are_kept(tmp_path: Path) -> None:
+    stale, live = tmp_path / ".fat-export-killed", tmp_path / ".fat-export-live"
+    for folder in (stale, live):  # what staging_folder() makes: a folder with fat-export's marker
+        folder.mkdir()
+        (folder / STAGING_MARKER).write_text(STAGING_MARKER_TEXT)
     (stale / "fat_b0_onnx_fp32.onnx").write_bytes(b"\0" * 1000)
-    live = tmp_path / ".fat-export-live"
-    live.mkdir()
+    notes = tmp_path / ".fat-export-my-notes"  # a user's folder that only shares the prefix
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    forged = tmp_path / ".fat-export-forged"
+    forged.mkdir()
+    (forged / STAGING_MARKER).write_text("not ours")
     holder = os.open(live, os.O_RDONLY)
     fcntl.flock(holder, fcntl.LOCK_EX)  # what a running export holds
     try:
         assert remove_stale_staging(tmp_path) == [".fat-export-killed"]
         assert live.is_dir() and not stale.exists()
+        assert (notes / "notes.txt").read_text() == "mine" and forged.is_dir()
     finally:
         os.close(holder)
 

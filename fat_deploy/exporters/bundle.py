@@ -22,7 +22,13 @@ from typing import Any
 
 from fat_deploy.common.labels import labels_text
 from fat_deploy.contract.formats import ExportFormat
-from fat_deploy.exporters.placement import PlacementError, folder_lock, prepare_output_dir, staging_folder
+from fat_deploy.exporters.placement import (
+    PlacementError,
+    folder_lock,
+    is_coreml_package,
+    prepare_output_dir,
+    staging_folder,
+)
 from fat_deploy.version import __version__
 
 INDEX = "bundle.json"
@@ -33,14 +39,42 @@ NOT_COMPILED = ("The snippets below were written against the documented APIs and
                 "were checked as each section says.")
 
 
+def foreign_entries(target: Path) -> list[str]:
+    """What in folder ``target`` fat-export's bundle did not write: everything, unless its ``bundle.json`` is our
+    index, and then every entry the index does not list (a Core ML package must be one and nothing more)."""
+    try:
+        index = json.loads((target / INDEX).read_text(encoding="utf-8")) if (target / INDEX).is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        index = None
+    ours = isinstance(index, dict) and str(index.get("made_by", "")).startswith("fat-deploy")
+    platforms = index.get("platforms") if isinstance(index, dict) else None
+    if not ours or not isinstance(platforms, dict) or (target / INDEX).is_symlink():
+        return sorted(entry.name for entry in target.iterdir())
+    foreign = []
+    for entry in sorted(target.iterdir()):
+        if entry.name == INDEX:
+            continue
+        listed = platforms.get(entry.name)
+        files = listed.get("files") if isinstance(listed, dict) else None
+        if not isinstance(files, list) or entry.is_symlink() or not entry.is_dir():
+            foreign.append(entry.name)
+            continue
+        for item in sorted(entry.iterdir()):
+            if item.name not in files or item.is_symlink() or not (item.is_file() or is_coreml_package(item)):
+                foreign.append(f"{entry.name}/{item.name}")
+    return foreign
+
+
 def check_bundle_target(target: Path, force: bool) -> None:
-    """Refuse a target that holds something other than nothing, an empty folder or (with --force) a bundle."""
+    """Refuse a target that holds something other than nothing, an empty folder or (with --force) a bundle that
+    fat-export wrote, with nothing added to it."""
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise PlacementError(f"--bundle {target}: something other than a folder is there")
     if target.is_dir() and any(target.iterdir()):
-        if not (target / INDEX).is_file():
-            raise PlacementError(f"--bundle {target} is a folder with files that fat-export did not write; "
-                                 "choose another folder")
+        if foreign := foreign_entries(target):
+            shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
+            raise PlacementError(f"--bundle {target} holds files that fat-export did not write ({shown}); "
+                                 "choose another folder or move them away")
         if not force:
             raise PlacementError(f"--bundle {target} holds a previous bundle; --force replaces it")
 

@@ -1,8 +1,9 @@
 """Putting a verified artifact and its manifest in place: as a pair, atomically, never over what a user has.
 
-Every export is staged in a hidden ``.fat-export-*`` folder inside the output folder, which the export holds
-an exclusive ``flock`` on while it lives; a staging folder nobody holds (its export was killed) is stale and
-the next export into that folder removes it. Placement takes an exclusive lock on the output folder, checks
+Every export is staged in a hidden ``.fat-export-*`` folder inside the output folder, marked as fat-export's own
+by a marker file, which the export holds an exclusive ``flock`` on while it lives; a marked staging folder nobody
+holds (its export was killed) is stale and the next export into that folder removes it. A folder of that name
+without the marker is a user's and is left alone. Placement takes an exclusive lock on the output folder, checks
 that the targets are still what they were when the request was checked (nothing appeared, nothing was
 swapped by a concurrent run), then moves the artifact and the manifest in; if the second move fails the
 first is undone and any replaced file restored.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -22,6 +24,10 @@ from pathlib import Path
 from fat_deploy.errors import FatDeployError
 
 STAGING_PREFIX = ".fat-export-"
+STAGING_MARKER = ".fat-export-staging"  # the file that makes a staging folder fat-export's own
+STAGING_MARKER_TEXT = "a fat-export staging folder: removed when no export holds it\n"
+# What coremltools writes into a .mlpackage: the manifest, and the model under Data/com.apple.CoreML/.
+COREML_PACKAGE_MANIFEST, COREML_PACKAGE_DATA = "Manifest.json", ("Data", "com.apple.CoreML")
 
 
 class PlacementError(FatDeployError):
@@ -69,11 +75,23 @@ def folder_lock(folder: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
+def is_own_staging(entry: Path) -> bool:
+    """A folder fat-export staged in: a real folder holding fat-export's marker file (not a user's
+    ``.fat-export-notes``)."""
+    marker = entry / STAGING_MARKER
+    if entry.is_symlink() or not entry.is_dir() or marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        return marker.stat().st_size == len(STAGING_MARKER_TEXT) and marker.read_text() == STAGING_MARKER_TEXT
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def remove_stale_staging(folder: Path) -> list[str]:
-    """Delete staging folders that no live export holds (left by a killed run); returns their names."""
+    """Delete fat-export's staging folders that no live export holds (left by a killed run); returns their names."""
     removed = []
     for entry in folder.glob(f"{STAGING_PREFIX}*"):
-        if entry.is_symlink() or not entry.is_dir():
+        if not is_own_staging(entry):
             continue
         try:
             descriptor = os.open(entry, os.O_RDONLY)
@@ -103,6 +121,7 @@ def staging_folder(out: Path) -> Iterator[Path]:
             raise PlacementError(f"cannot write in output folder {out}: {_describe_os_error(error)}") from None
         descriptor = os.open(path, os.O_RDONLY)
         fcntl.flock(descriptor, fcntl.LOCK_EX)
+        (path / STAGING_MARKER).write_text(STAGING_MARKER_TEXT)
     try:
         yield path
     finally:
@@ -110,9 +129,30 @@ def staging_folder(out: Path) -> Iterator[Path]:
         os.close(descriptor)
 
 
-def _is_replaceable_package(path: Path) -> bool:
-    """A folder that is a previous Core ML package (``.mlpackage`` with its Manifest.json), not a user's folder."""
-    return path.suffix == ".mlpackage" and (path / "Manifest.json").is_file() and not path.is_symlink()
+def is_coreml_package(path: Path) -> bool:
+    """A real Core ML package and nothing beside it: a ``.mlpackage`` folder whose ``Manifest.json`` is the package
+    manifest coremltools writes (its root model among its items) and whose other entries are regular files and
+    folders under ``Data/com.apple.CoreML/``. A user's folder, or a package with a user's file added, is not."""
+    if path.suffix != ".mlpackage" or path.is_symlink() or not path.is_dir():
+        return False
+    manifest = path / COREML_PACKAGE_MANIFEST
+    try:
+        if manifest.is_symlink() or not manifest.is_file() or manifest.stat().st_size > 1 << 20:
+            return False
+        entries = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    items = entries.get("itemInfoEntries") if isinstance(entries, dict) else None
+    if not isinstance(items, dict) or entries.get("rootModelIdentifier") not in items:
+        return False
+    data = path.joinpath(*COREML_PACKAGE_DATA)
+    for entry in path.rglob("*"):
+        if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+            return False
+        if entry == manifest or entry in (path / COREML_PACKAGE_DATA[0], data) or data in entry.parents:
+            continue
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -133,9 +173,9 @@ def check_targets(artifact: Path, manifest: Path, force: bool) -> Targets:
         if not force:
             what = "is a dangling symlink" if path.is_symlink() and not path.exists() else "already exists"
             raise PlacementError(f"{path} {what}; pass --force to overwrite it")
-        if path.is_dir() and not path.is_symlink() and not (kind == "artifact" and _is_replaceable_package(path)):
-            raise PlacementError(f"{path} is a folder that is not a previous {kind}; fat-export will not delete it, "
-                                 "even with --force: move it away")
+        if path.is_dir() and not path.is_symlink() and not (kind == "artifact" and is_coreml_package(path)):
+            raise PlacementError(f"{path} is a folder that is not a previous {kind} (or holds files a Core ML package "
+                                 "does not); fat-export will not delete it, even with --force: move it away")
     return Targets(artifact, manifest, identity(artifact), identity(manifest))
 
 
