@@ -38,7 +38,8 @@ testbed: setup
 
 # Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long); one
 # test handed out at a time, the longest first (tests/conftest.py, STARTED_FIRST), so both finish together.
-test: setup check testbed
+test: setup
+	$(MAKE) --no-print-directory -j2 check testbed  # mypy (one core) beside the test bed's training
 	$(PY) -m pytest -n 2 --maxschedchunk 1 --durations=25
 
 test-fast: setup

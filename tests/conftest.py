@@ -20,14 +20,15 @@ from fat_deploy.cli.export import main as fat_export
 from fat_deploy.models import create_model
 
 # The longest end-to-end tests, started first and in this order (seconds in a clean-clone run here): `make test`
-# hands each xdist worker one test at a time (--maxschedchunk 1), so the two workers finish together instead of
-# one waiting for the other's last long test.
+# hands each xdist worker one test at a time (--maxschedchunk 1; a worker starts with two), so the two workers
+# finish together instead of one waiting for the other's last long test. Worker 1 starts with the first two,
+# worker 2 with the next two; the rest go to whichever is free.
 STARTED_FIRST = (
-    "test_int8_static_pte_is_calibrated_measured_and_verified",  # ~155 s (ExecuTorch PT2E, two lowerings)
+    "test_int8_static_pte_is_calibrated_measured_and_verified",  # ~160 s (ExecuTorch PT2E, two lowerings)
+    "test_converters_are_quiet_unless_verbose",  # ~25 s
     "test_executorch_int8_dynamic_holds_accuracy_without_calibration",  # ~90 s
-    "test_bundle_holds_what_each_platform_needs_and_is_placed_whole",  # ~80 s (five formats)
     "test_fp32_pte_is_verified_and_reports_delegation",  # ~80 s: builds the shared --format all exports
-    "test_converters_are_quiet_unless_verbose",  # ~55 s
+    "test_bundle_holds_what_each_platform_needs_and_is_placed_whole",  # ~70 s (five formats, two processes)
 )
 
 
