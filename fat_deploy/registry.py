@@ -88,7 +88,7 @@ def get_backend(name: str) -> Backend:
 
 def get_format(name: str) -> ExportFormat:
     if name not in formats():
-        raise UnsupportedOptionError(f"unknown format {name!r}: choose from {', '.join(list_formats())} or all")
+        raise UnsupportedOptionError(f"unknown format {name!r}: choose from {', '.join(list_formats())}")
     return formats()[name]
 
 

@@ -373,6 +373,13 @@ def test_merge_of_an_empty_file_is_refused(capsys: pytest.CaptureFixture[str], t
     assert "no fat-latency records in" in cli_error(capsys, fat_latency, "--merge", str(path))
 
 
+def test_merge_of_a_file_that_is_not_utf8_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"model": "caf\xe9"}\n')  # issue 25, item 13: was a 24-line UnicodeDecodeError traceback
+    line = cli_error(capsys, fat_latency, "--merge", str(path))
+    assert f"{path}: not a fat-latency results file (not UTF-8 text: byte 14 is 0xe9)" in line
+
+
 def test_unwritable_system_folder(capsys: pytest.CaptureFixture[str]) -> None:
     if not Path("/sys/kernel").is_dir():
         pytest.skip("no /sys/kernel here")

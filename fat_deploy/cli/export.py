@@ -100,6 +100,8 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(format, precision) pairs to export, all checked before any work starts."""
     every = "all" in args.format
     formats = list_formats() if every else list(dict.fromkeys(args.format))
+    if unknown := [name for name in formats if name not in list_formats()]:
+        raise FatDeployError(f"unknown format {unknown[0]!r}: choose from {', '.join(list_formats())} or all")
     plan = []
     for name in formats:
         fmt = get_format(name)

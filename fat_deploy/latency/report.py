@@ -36,7 +36,14 @@ def read_jsonl(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     for path in map(Path, paths):
         if not path.is_file():
             raise FatDeployError(f"results file not found: {path}")
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise FatDeployError(f"{path}: not a fat-latency results file (not UTF-8 text: byte {error.start} "
+                                 f"is {error.object[error.start]:#04x})") from None
+        except OSError as error:
+            raise FatDeployError(f"cannot read results file {path}: {error.strerror or error}") from None
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
