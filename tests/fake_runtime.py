@@ -7,6 +7,8 @@ harness are tested without a converter. Registered by the ``fake_runtime`` fixtu
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from fat_deploy.contract.coverage import Accelerator, Coverage
 from fat_deploy.contract.formats import Conversion, ExportFormat, ExportRequest, UnsupportedOptionError, option
 from fat_deploy.contract.runtime import Runtime
 from fat_deploy.contract.session import Backend, BackendError, LoadRequest, Runner
+from fat_deploy.exporters.api import Artifact
+from fat_deploy.exporters.jobs import ExportJob
 from fat_deploy.models import create_model, to_deploy
 
 MODEL_KEY = "__model__"
@@ -105,6 +109,14 @@ class NpzFormat(ExportFormat):
         return {"input": {"name": "input", "shape": [request.batch, 3, *request.img_size], "dtype": "float32",
                           "layout": "NCHW"},
                 "output": {"name": "logits", "shape": [request.batch, request.num_classes], "dtype": "float32"}}
+
+
+@dataclass(frozen=True)
+class DyingJob(ExportJob):
+    """An export whose worker process dies at once (as one killed by the kernel would)."""
+
+    def run(self, on_stage: Callable[[str], None]) -> Artifact:
+        os._exit(9)
 
 
 FAKE_RUNTIME = Runtime(backend=NpzFormat.backend, export_format=NpzFormat(), packages=("numpy",))

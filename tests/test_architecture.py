@@ -6,45 +6,11 @@ import ast
 from pathlib import Path
 
 import grimp
+import networkx
 
 import fat_deploy
 
 PACKAGE = Path(fat_deploy.__file__).parent
-
-
-def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Tarjan's components of ``graph`` with more than one module (each one an import cycle)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for target in graph.get(node, ()):
-            if target not in index:
-                visit(target)
-                low[node] = min(low[node], low[target])
-            elif target in on_stack:
-                low[node] = min(low[node], index[target])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for node in graph:
-        if node not in index:
-            visit(node)
-    return found
 
 
 def test_no_import_cycles_counting_every_static_import() -> None:
@@ -58,7 +24,8 @@ def test_no_import_cycles_counting_every_static_import() -> None:
             parts = target.split(".")
             targets.update(".".join(parts[:i]) for i in range(2, len(parts)))
         edges[module] = {t for t in targets if t != module and not module.startswith(t + ".")}
-    assert strongly_connected(edges) == []
+    graph = networkx.DiGraph([(module, target) for module, targets in edges.items() for target in targets])
+    assert [sorted(c) for c in networkx.strongly_connected_components(graph) if len(c) > 1] == []
 
 
 def test_no_fat_deploy_import_inside_a_function() -> None:

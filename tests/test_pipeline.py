@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_runtime import DyingJob
 
 from fat_deploy import export, measure, registry
 from fat_deploy.cli.export import main as fat_export
@@ -16,6 +17,7 @@ from fat_deploy.common.files import sha256_of
 from fat_deploy.contract.session import LoadRequest
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.bundle import INDEX
+from fat_deploy.exporters.jobs import run_exports
 from fat_deploy.exporters.manifest import validate_manifest
 from fat_deploy.exporters.verification import Status
 
@@ -99,6 +101,15 @@ def test_jobs_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert fat_export(["--model", "fat_b0", "--format", "npz", "--jobs", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--jobs must be at least 1, got 0" in err and not list(tmp_path.iterdir())
+
+
+def test_a_worker_process_that_dies_fails_its_export_in_one_line(tmp_path: Path) -> None:
+    jobs = [DyingJob("fat_b0", "onnx", "fp32", tmp_path), DyingJob("fat_b0", "tflite", "fp32", tmp_path)]
+    finished: list[int] = []
+    artifacts = run_exports(jobs, 2, lambda index, message: None, lambda index, artifact: finished.append(index))
+    assert sorted(finished) == [0, 1] and [a.status for a in artifacts] == [Status.FAILED, Status.FAILED]
+    assert all(a.error and "worker process died" in a.error and "\n" not in a.error for a in artifacts)
+    assert [a.format for a in artifacts] == ["onnx", "tflite"] and list(tmp_path.iterdir()) == []
 
 
 def test_bundle_folder_gets_the_file_labels_and_guide(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,12 +12,14 @@ import multiprocessing
 import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fat_deploy.exporters.api import Artifact, export
+from fat_deploy.exporters.api import FAILED, Artifact, export
+from fat_deploy.precision import parse_precision
 from fat_deploy.registry import get_format
 
 POLL_SECONDS = 0.2
@@ -67,15 +69,31 @@ def run_exports(jobs: Sequence[ExportJob], workers: int, on_stage: Callable[[int
                              initargs=(stages,)) as pool:
         running: dict[Future[Artifact], int] = {pool.submit(_run_in_worker, i, jobs[i]): i for i in slowest_first}
         pending = set(running)
-        while pending:
-            finished, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-            _drain(stages, on_stage)
-            for future in finished:
-                index = running[future]
-                results[index] = future.result()  # a user error raised in a worker is raised here
-                on_done(index, results[index])
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                _drain(stages, on_stage)
+                for future in finished:
+                    index = running[future]
+                    results[index] = _outcome(future, jobs[index])
+                    on_done(index, results[index])
+        except BaseException:  # a user error raised in a worker, or Ctrl-C: start nothing more
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     _drain(stages, on_stage)
     return [results[index] for index in range(len(jobs))]
+
+
+def _outcome(future: Future[Artifact], job: ExportJob) -> Artifact:
+    """The job's Artifact; a worker process that died (killed, out of memory, a crash in native code) fails its
+    job with one line instead of a traceback. Its staging folder, marked and no longer locked, goes with the next
+    export into that folder."""
+    try:
+        return future.result()  # a user error (FatDeployError) raised in the worker is raised here
+    except BrokenProcessPool:
+        return Artifact(model=job.model, format=job.format, precision=parse_precision(job.precision), status=FAILED,
+                        error="the export's worker process died (killed, out of memory, or a crash in native "
+                              "code); run again with --jobs 1 --verbose to see the converter's output")
 
 
 def _drain(stages: Any, on_stage: Callable[[int, str], None]) -> None:
