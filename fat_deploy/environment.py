@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from functools import cache
 from importlib import metadata
 
+from fat_deploy.errors import InputSizeError
+
 CORE_PACKAGES = ("fat-deploy", "torch", "timm", "numpy")
 
 
@@ -32,6 +34,44 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
         return os.cpu_count() or 1
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the OS can still give this process (Linux ``MemAvailable``; elsewhere the physical total), or None."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
+
+
+MAX_SIDE, MAX_BATCH = 4096, 1024  # beyond any phone model's input, whatever the host
+# Peak memory per input pixel while exporting and verifying: FAT-B0's deploy form alone peaks at 270-350 bytes per
+# pixel in an fp32 forward pass (measured: batch 1-4, 224-448 px); export, conversion and the reference run on top
+# of it take several times that, so 4 KiB per pixel is the estimate a request is refused by.
+BYTES_PER_INPUT_PIXEL = 4096
+
+
+def check_input_budget(batch: int, size: tuple[int, int], *, exporting: bool = True,
+                       available: int | None = None) -> None:
+    """Refuse, before any work, an input size or batch that no phone model has or, when ``exporting``, that this
+    host cannot hold while exporting (``available`` bytes; default: what the OS reports)."""
+    if max(size) > MAX_SIDE:
+        raise InputSizeError(f"image size {size[0]}x{size[1]}: more than {MAX_SIDE} px per side is beyond what a phone "
+                             "model takes (and what export can hold in memory)")
+    if batch > MAX_BATCH:
+        raise InputSizeError(f"batch {batch}: more than {MAX_BATCH} is beyond what a phone model takes")
+    if not exporting:
+        return
+    needed = batch * size[0] * size[1] * BYTES_PER_INPUT_PIXEL
+    available = available_memory_bytes() if available is None else available
+    if available is not None and needed > available:
+        raise InputSizeError(f"batch {batch} at {size[0]}x{size[1]} px needs about {needed / 2**30:.1f} GiB to export "
+                             f"and verify (an estimate: {BYTES_PER_INPUT_PIXEL // 1024} KiB per input pixel), this host "
+                             f"has {available / 2**30:.1f} GiB available; use a smaller batch or size")
 
 
 # Instruction-set features that change kernel choice (and so latency) in the runtimes we time.

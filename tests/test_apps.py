@@ -153,6 +153,8 @@ def test_image_bytes_onnx_takes_png_and_jpeg_files(tmp_path: Path, trained_looki
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     check = manifest["format_details"]["image_bytes"]
     assert check["passed"] and {name.rsplit(".")[-1] for name in check["files"]} == {"jpeg", "png"}
+    # Measured at export (a photo stored sideways with tag 6): onnxruntime-extensions' decoder ignores the tag.
+    assert check["exif_orientation"].startswith("ignored: ") and "EXIF orientation: ignored" in " ".join(artifact.notes)
     options = ort.SessionOptions()
     options.register_custom_ops_library(get_library_path())
     session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,90 @@ def test_fat_inspect_reports_files_and_refuses_bad_ones(tmp_path: Path, capsys: 
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def tiny_mlpackage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import coremltools as ct
+
+    exported = torch.export.export(nn.Conv2d(3, 4, 3).eval(), (torch.randn(1, 3, 8, 8),)).run_decompositions({})
+    mlmodel = ct.convert(exported, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16)
+    path = tmp_path_factory.mktemp("coreml") / "tiny.mlpackage"
+    mlmodel.save(str(path))
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_inspecting_a_package_leaves_it_as_it_was(tiny_mlpackage: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _snapshot(tiny_mlpackage)
+    assert main([str(tiny_mlpackage), "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["format"] == "coreml" and report["ops"]["conv"] == 1
+    assert _snapshot(tiny_mlpackage) == before  # coremltools rewrites Manifest.json of what it opens: it got a copy
+
+
+def _outside_model(tiny_mlpackage: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the package, and outside it a valid model spec (the canary) that the copy will try to reach:
+    were it read, fat-inspect would succeed."""
+    package = tmp_path / "evil.mlpackage"
+    shutil.copytree(tiny_mlpackage, package)
+    canary = tmp_path / "elsewhere" / "model.mlmodel"
+    canary.parent.mkdir()
+    shutil.copy(package / "Data" / "com.apple.CoreML" / "model.mlmodel", canary)
+    return package, canary
+
+
+def test_package_naming_a_file_outside_itself_is_refused(
+        tiny_mlpackage: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    package, canary = _outside_model(tiny_mlpackage, tmp_path)
+    manifest = json.loads((package / "Manifest.json").read_text())
+    for item in manifest["itemInfoEntries"].values():
+        if item["name"] == "model.mlmodel":
+            item["path"] = "../../elsewhere/model.mlmodel"
+    (package / "Manifest.json").write_text(json.dumps(manifest))
+    (package / "Data" / "com.apple.CoreML" / "model.mlmodel").unlink()
+    assert "a path outside it; refused" in _refused([str(package)], capsys)
+    for item in manifest["itemInfoEntries"].values():
+        if item["name"] == "model.mlmodel":
+            item["path"] = str(canary)  # absolute
+    (package / "Manifest.json").write_text(json.dumps(manifest))
+    err = _refused([str(package)], capsys)
+    assert "a path outside it; refused" in err and "fat-deploy-input-" not in err  # the user's path, not the copy's
+
+
+def test_package_with_a_symlink_or_fifo_inside_is_refused(
+        tiny_mlpackage: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    package, canary = _outside_model(tiny_mlpackage, tmp_path)
+    model = package / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    model.unlink()
+    model.symlink_to(canary)
+    assert "model.mlmodel is a symbolic link" in _refused([str(package)], capsys)
+    model.unlink()
+    os.mkfifo(model)
+    assert "model.mlmodel is a FIFO" in _refused([str(package)], capsys)
+
+
+@pytest.mark.timeout(60)
+def test_fifo_device_and_oversized_files_are_refused_before_reading(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "x.onnx"
+    os.mkfifo(fifo)
+    assert "a FIFO, not a model file; refused" in _refused([str(fifo)], capsys)  # opening it would block for ever
+    zero = tmp_path / "zero.onnx"
+    zero.symlink_to("/dev/zero")
+    assert "a character device, not a model file" in _refused([str(zero)], capsys)
+    sparse = tmp_path / "huge.onnx"
+    with sparse.open("wb") as handle:
+        handle.truncate(3 << 30)  # 3 GiB, no blocks: a reader would still allocate it all
+    assert "more than a model file can hold" in _refused([str(sparse), "--format", "tflite"], capsys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -113,8 +114,14 @@ def test_bad_cli_input(capsys: pytest.CaptureFixture[str], tmp_path: Path, onnx_
     assert "unknown backend 'tensorrt'" in _error(capsys, "--backend", "tensorrt")
     assert "--threads must be at least 1" in _error(capsys, "--threads", "0")
     assert "unknown model 'fat_b8'" in _error(capsys, "--model", "fat_b8")
-    assert "artifact not found" in _error(capsys, "--model", "fat_b0", "--artifact", str(tmp_path / "x.onnx"))
+    assert "x.onnx: no such file" in _error(capsys, "--model", "fat_b0", "--artifact", str(tmp_path / "x.onnx"))
     assert "exactly one --model" in _error(capsys, "--artifact", str(onnx_64))
+    os.mkfifo(tmp_path / "pipe.onnx")
+    assert "a FIFO, not a model file" in _error(capsys, "--model", "fat_b0", "--artifact", str(tmp_path / "pipe.onnx"))
+    for option in ("--json", "--markdown", "--csv"):  # checked before any timing
+        assert "it is a folder" in _error(capsys, "--model", "fat_b0", "--backend", "torch", option, str(tmp_path))
+    assert "it is a folder" in _error(capsys, "--table", "--model", "fat_b0", "--plot", str(tmp_path / "p.png"),
+                                      "--markdown", str(tmp_path))
     assert "cannot write" in _error(capsys, "--model", "fat_b0", "--backend", "torch",
                                     "--json", str(tmp_path / "missing" / "r.jsonl"))
     bad = tmp_path / "bad.jsonl"

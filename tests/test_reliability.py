@@ -485,6 +485,10 @@ def test_labels_are_recorded_for_every_format(tmp_path: Path) -> None:
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     assert manifest["labels"]["names"] == labels and manifest["labels"]["count"] == 1000
     assert manifest["preprocessing"]["resize_shorter_side"] == 73  # floor(64 / 0.875), not a full-photo crop
+    import onnx
+
+    metadata = {p.key: p.value for p in onnx.load(str(artifact.path)).metadata_props}
+    assert json.loads(metadata["labels"]) == labels  # a plain .onnx names its classes too (README's claim)
 
 
 # ------------------------------------------------------------ 15. messages

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
 from fat_deploy.contract.formats import PRECISIONS, QUANTIZED, ExportFormat
-from fat_deploy.environment import available_cores
+from fat_deploy.environment import available_cores, check_input_budget
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.api import (
     CALIBRATED,
@@ -196,6 +196,7 @@ def _export_all(args: argparse.Namespace) -> int:
     img_size = resolve_img_size(args.img_size, spec)
     if args.batch < 1:
         raise FatDeployError(f"--batch must be at least 1, got {args.batch}")
+    check_input_budget(args.batch, img_size)
     if args.jobs is not None and args.jobs < 1:
         raise FatDeployError(f"--jobs must be at least 1, got {args.jobs}")
 

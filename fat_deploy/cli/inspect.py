@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
+from fat_deploy.common.inputs import check_model_input, private_view
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import ExportFormat
 from fat_deploy.errors import FatDeployError
@@ -46,16 +47,17 @@ def format_of(path: Path, forced: str | None) -> ExportFormat:
 
 
 def read_coverage(path: Path, fmt: ExportFormat) -> Coverage:
-    """The coverage report of ``path``, or a one-line error (missing file, reader not installed, unreadable file)."""
-    if not path.exists():
-        raise FatDeployError(f"{path}: no such file")
+    """The coverage report of ``path``, or a one-line error (missing file, not a regular file or package, too large,
+    reader not installed, unreadable file). The reader sees a private copy of a package, never the user's."""
+    check_model_input(path)
     if reason := fmt.unavailable_reason():
         raise FatDeployError(f"{path}: {reason}")
-    try:
-        report = fmt.coverage(path)
-    except Exception as error:  # noqa: BLE001 - a file the runtime's reader rejects is a user error here
-        text = " ".join(str(error).split())[:300] or type(error).__name__
-        raise FatDeployError(f"{path}: not readable as {fmt.name}: {text}") from None
+    with private_view(path) as view:
+        try:
+            report = fmt.coverage(view)
+        except Exception as error:  # noqa: BLE001 - a file the runtime's reader rejects is a user error here
+            text = " ".join(str(error).replace(str(view), str(path)).split())[:300] or type(error).__name__
+            raise FatDeployError(f"{path}: not readable as {fmt.name}: {text}") from None
     if report is None:
         raise FatDeployError(f"{path}: fat-inspect has no reader for {fmt.name} files")
     return report

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
+from fat_deploy.common.inputs import check_model_input
 from fat_deploy.errors import FatDeployError
 from fat_deploy.latency import table as paper_table
 from fat_deploy.latency.harness import TIMED, Measurement, check_settings, measure
@@ -91,10 +92,17 @@ def _write_outputs(args: argparse.Namespace, records: list[dict]) -> None:  # ty
 
 
 def _check_writable(paths: Sequence[str]) -> None:
-    for path in paths:  # fail before measuring, not after
-        folder = Path(path).resolve().parent
+    """Every output path, before any measuring: its folder exists and is writable, and it is not a folder itself or
+    a file that cannot be written (minutes of timing are not lost to a typo)."""
+    for path in paths:
+        target = Path(path)
+        folder = target.resolve().parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise FatDeployError(f"cannot write {path}: folder {folder} is missing or not writable")
+        if target.is_dir():
+            raise FatDeployError(f"cannot write {path}: it is a folder")
+        if target.exists() and not os.access(target, os.W_OK):
+            raise FatDeployError(f"cannot write {path}: the file is not writable")
 
 
 def _write(path: str, text: str) -> None:
@@ -235,8 +243,7 @@ def _measure_all(args: argparse.Namespace) -> int:
     if args.artifact:
         if len(models) != 1 or len(chosen_backends) != 1:
             raise FatDeployError("--artifact times one file: give exactly one --model and one --backend")
-        if not Path(args.artifact).exists():
-            raise FatDeployError(f"artifact not found: {args.artifact}")
+        check_model_input(Path(args.artifact))  # a FIFO, device or 3 GB file is refused before any work
     _check_writable([p for p in (args.json, args.markdown, args.csv) if p])
     img_size = tuple(args.img_size) if args.img_size else None
     results: list[Measurement] = []

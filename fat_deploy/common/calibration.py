@@ -7,14 +7,16 @@ download). Preprocessing follows the model spec: resize so the centre crop cover
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fat_deploy.errors import FatDeployError
 from fat_deploy.models.spec import ModelSpec
@@ -23,7 +25,10 @@ SAMPLE_PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
     "hubble_deep_field", "colorwheel", "retina",
 )
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+log = logging.getLogger(__name__)
 
 
 class CalibrationError(FatDeployError):
@@ -47,31 +52,79 @@ def sample_photos(limit: int | None = None) -> list[tuple[str, Image.Image]]:
     return photos
 
 
-def folder_images(folder: str | Path, limit: int | None = None) -> list[tuple[str, Image.Image]]:
-    """Every readable image in ``folder`` (sorted by name)."""
+ORIENTATION = ("EXIF orientation applied first: the picture upright, as a photo viewer shows it (phone cameras store "
+               "many photos sideways with an orientation tag)")
+MAX_IMAGE_PIXELS = 100_000_000  # larger images are refused: one decoded copy is 300 MB of RGB
+GREY_16_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def read_image(path: Path) -> Image.Image:
+    """One image file as an app shows it, in RGB: EXIF orientation applied (a phone photo stored sideways is turned
+    upright, as browsers and photo viewers show it), 16-bit grey scaled to 8 bits (``convert("RGB")`` would clip
+    it). Refused in one line: more than :data:`MAX_IMAGE_PIXELS`, several frames (animated, multi-page), pixels
+    of unknown range (32-bit integer or float)."""
+    with Image.open(path) as image:
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise CalibrationError(f"{path}: {image.width} x {image.height} px is more than {MAX_IMAGE_PIXELS // 10**6} "
+                                   "megapixels; downscale it first")
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            raise CalibrationError(f"{path}: {frames} frames (animated or multi-page); save the frame to use as a "
+                                   "single image")
+        if image.mode in ("I", "F"):
+            raise CalibrationError(f"{path}: {'32-bit integer' if image.mode == 'I' else 'floating-point'} pixels "
+                                   "have no known range; save it as an 8- or 16-bit image")
+        upright = ImageOps.exif_transpose(image)
+        if upright.mode in GREY_16_BIT:
+            grey = np.asarray(upright).astype(np.float32) * (255.0 / 65535.0)
+            return Image.fromarray(np.round(grey).astype(np.uint8), "L").convert("RGB")
+        return upright.convert("RGB")
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name; other files are named in a warning, never skipped
+    silently (hidden files such as ``.DS_Store`` excepted)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CalibrationError(f"{folder} is a file; give a folder of images")
     if not folder.is_dir():
         raise CalibrationError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()]
+    others = Counter(p.suffix.lower() or "(no suffix)" for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES
+                     and not p.is_dir())
+    folders = sum(p.is_dir() for p in entries)
     if not files:
-        raise CalibrationError(
-            f"no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    images, unreadable = [], []
-    for path in files[:limit]:
+        inside = f"; it has {folders} subfolder(s), which are not read" if folders else ""
+        raise CalibrationError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}){inside}")
+    if others:
+        log.warning("%s: %d file(s) not read, their type is not one fat-deploy reads (%s): %s", folder,
+                    sum(others.values()), ", ".join(sorted(IMAGE_SUFFIXES)),
+                    ", ".join(f"{suffix} x{count}" for suffix, count in sorted(others.items())))
+    return files
+
+
+def folder_images(folder: str | Path, limit: int | None = None) -> Iterator[tuple[str, Image.Image]]:
+    """The readable images in ``folder`` (sorted by name, at most ``limit``), decoded one at a time so memory does
+    not grow with their number; after the last, one error naming every image that could not be read."""
+    files = image_files(folder)[:limit]
+    unreadable = []
+    for path in files:
         try:
-            with Image.open(path) as image:
-                images.append((str(path), image.convert("RGB")))
+            image = read_image(path)
+        except CalibrationError as error:
+            unreadable.append(f"{path.name} ({str(error).removeprefix(f'{path}: ')})")
+            continue
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             reason = ("not an image PIL can decode" if isinstance(error, UnidentifiedImageError)
-                      else getattr(error, "strerror", None) or type(error).__name__)
+                      else getattr(error, "strerror", None) or " ".join(str(error).split())[:120]
+                      or type(error).__name__)
             unreadable.append(f"{path.name} ({reason})")
+            continue
+        yield f"{Path(folder).name}/{path.name}", image  # no host path: names go into manifests that ship
     if unreadable:  # never skipped silently: the user's data set is not what they think it is
         shown = "; ".join(unreadable[:3]) + (f"; +{len(unreadable) - 3} more" if len(unreadable) > 3 else "")
-        raise CalibrationError(f"{len(unreadable)} of {len(files[:limit])} images in {folder} cannot be read: {shown}")
-    return images
+        raise CalibrationError(f"{len(unreadable)} of {len(files)} images in {folder} cannot be read: {shown}")
 
 
 def resize_contract(spec: ModelSpec, size: tuple[int, int]) -> dict[str, object]:
@@ -165,24 +218,36 @@ def _random_crops(image: Image.Image, count: int, rng: np.random.Generator) -> l
     return crops
 
 
+def _for_crops(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A copy small enough to keep for later random crops: a phone photo's shorter side brought down by a whole factor
+    to no less than 512 px (or twice the input size); small images such as the shipped sample photos are kept as
+    they are."""
+    factor = min(image.size) // max(2 * max(size), 512)
+    return image.reduce(factor) if factor > 1 else image
+
+
 def calibration_batch(
     spec: ModelSpec, size: tuple[int, int], folder: str | Path | None = None, count: int = 32, seed: int = 0
 ) -> tuple[np.ndarray, list[str]]:
     """``count`` preprocessed calibration inputs (NCHW) and the images they came from.
 
-    From ``folder`` when given (every image, cycled with random crops up to ``count``); otherwise
-    random crops of the first shipped sample photos, which verification then never uses.
+    From ``folder`` when given (its first ``count`` images, then random crops of them up to ``count``, decoded one
+    at a time); otherwise random crops of the first shipped sample photos, which verification then never uses.
     """
     if count < 1:
         raise CalibrationError(f"--calibration-size must be at least 1, got {count}")
-    images = folder_images(folder) if folder else sample_photos()[:CALIBRATION_PHOTOS]
-    if not images:
+    images = folder_images(folder, limit=count) if folder else iter(sample_photos()[:CALIBRATION_PHOTOS])
+    samples, kept, names = [], [], []
+    for name, image in images:
+        samples.append(preprocess(image, spec, size))
+        kept.append(_for_crops(image, size))
+        names.append(name)
+    if not kept:
         raise CalibrationError("no calibration images: pass --calibration DIR (scikit-image is not installed)")
     rng = np.random.default_rng(seed)
-    samples = [image for _, image in images][:count]
     while len(samples) < count:
-        samples += _random_crops(images[len(samples) % len(images)][1], 1, rng)
-    return np.stack([preprocess(image, spec, size) for image in samples]), [name for name, _ in images]
+        samples += [preprocess(crop, spec, size) for crop in _random_crops(kept[len(samples) % len(kept)], 1, rng)]
+    return np.stack(samples), names
 
 
 def held_out_inputs(

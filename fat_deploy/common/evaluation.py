@@ -19,6 +19,19 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.models.spec import ModelSpec
 
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 percentage points a quantized artifact may lose on --eval-dir
+MIN_JUDGING_IMAGES = 100  # below this, one image is > 1 point: the drop says little and the logits gate stays
+
+
+def judging_problem(images: int, classes: int, reference_top1: float) -> str | None:
+    """Why an evaluation set cannot replace the logits gate (too few images, or a reference that does not do
+    the task: top-1 less than halfway from chance to 100%), else None."""
+    chance = 100.0 / max(classes, 1)
+    if images < MIN_JUDGING_IMAGES:
+        return f"{images} images, fewer than {MIN_JUDGING_IMAGES}"
+    if reference_top1 < (chance + 100.0) / 2:
+        return (f"the PyTorch model's top-1 is {reference_top1:.1f}%, less than halfway from chance "
+                f"({chance:.1f}% for {classes} classes) to 100%")
+    return None
 
 
 class EvaluationError(FatDeployError):
@@ -33,7 +46,7 @@ class EvalSet:
     classes: dict[str, int]  # subfolder -> class index
 
     def describe(self) -> dict[str, Any]:
-        return {"folder": self.folder, "images": int(len(self.targets)), "classes": len(self.classes)}
+        return {"folder": Path(self.folder).name, "images": int(len(self.targets)), "classes": len(self.classes)}
 
 
 @dataclass(frozen=True)
@@ -83,11 +96,13 @@ def load_eval_set(folder: str | Path, spec: ModelSpec, img_size: tuple[int, int]
     inputs, targets = [], []
     for name, index in classes.items():
         try:
-            images = folder_images(root / name)
+            count = 0
+            for _, image in folder_images(root / name):  # one decoded image at a time
+                inputs.append(preprocess(image, spec, img_size))
+                count += 1
         except FatDeployError as error:
             raise EvaluationError(f"--eval-dir: {error}") from None
-        inputs += [preprocess(image, spec, img_size) for _, image in images]
-        targets += [index] * len(images)
+        targets += [index] * count
     return EvalSet(str(root), np.stack(inputs), np.asarray(targets), classes)
 
 

@@ -20,6 +20,10 @@ def check_labels(labels: list[str], num_classes: int, source: str = "labels") ->
     """One unique, non-empty name per class."""
     if not all(isinstance(label, str) and label.strip() for label in labels):
         raise FatDeployError(f"{source}: every label must be a non-empty string")
+    broken = next((i for i, label in enumerate(labels) if label.splitlines() != [label.strip()]), None)
+    if broken is not None:
+        raise FatDeployError(f"{source}: label {broken} ({labels[broken]!r}) has a line break or spaces at its ends; "
+                             "labels files hold one name per line, so it would not read back the same")
     if len(labels) != num_classes:
         raise FatDeployError(f"{source} has {len(labels)} labels, the model has {num_classes} classes")
     repeated = sorted({label for label in labels if labels.count(label) > 1})

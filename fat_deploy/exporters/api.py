@@ -20,7 +20,7 @@ from fat_deploy.common.files import size_of
 from fat_deploy.common.labels import check_labels, default_labels, read_labels
 from fat_deploy.common.verify import TOLERANCES, Tolerance
 from fat_deploy.contract.formats import CALIBRATED, ExportFormat, ExportRequest, UnsupportedOptionError
-from fat_deploy.environment import native_stdout_to_stderr
+from fat_deploy.environment import check_input_budget, native_stdout_to_stderr
 from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
 from fat_deploy.exporters.manifest import build_manifest, manifest_path_for
 from fat_deploy.exporters.options import check_request_options
@@ -147,13 +147,15 @@ def export(
         spec = get_spec(name)
         reference = model_or_name.eval()
     size = resolve_img_size(img_size, spec)
+    check_input_budget(batch, size)
     out_dir = prepare_output_dir(out)
     request = ExportRequest(
         model_name=name, spec=spec, reference=reference,
         model=reference, img_size=size, precision=mode, batch=batch, options=options,
     )
     if isinstance(labels, (str, Path)):
-        request.labels, labels_source = read_labels(labels, request.num_classes), str(labels)
+        request.labels = read_labels(labels, request.num_classes)
+        labels_source = f"labels file {Path(labels).name}"  # the name only: manifests ship to others
     elif labels is not None:
         request.labels, labels_source = check_labels(list(labels), request.num_classes), "given"
     else:
@@ -197,7 +199,7 @@ def evaluation_for(request: ExportRequest, eval_dir: str | Path | None, eval_map
 def check_calibration_folder(folder: str | Path) -> None:
     """Refuse a calibration folder that is missing, empty or has unreadable images; warn when it is small."""
 
-    distinct = len(folder_images(folder))
+    distinct = sum(1 for _ in folder_images(folder))  # every image decoded once: unreadable ones fail here
     if distinct < MIN_CALIBRATION_IMAGES:
         log.warning("--calibration %s has %d image(s): calibration statistics from fewer than %d distinct images "
                     "rarely represent the data (random crops of them are used)", folder, distinct,

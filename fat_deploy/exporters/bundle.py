@@ -12,8 +12,10 @@ previous bundle (a folder with ``bundle.json``), never another folder.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -134,16 +136,24 @@ def write_bundle_files(root: Path, model: str, artifacts: list[tuple[ExportForma
     return index
 
 
+def markdown_text(text: str) -> str:
+    """``text`` shown as itself in Markdown and in the HTML a Markdown viewer makes of it (a user's file name may hold
+    ``<script>``, ``*`` or ``[link](...)``)."""
+    text = html.escape(" ".join(text.split()), quote=False)
+    return re.sub(r"([\\`*_{}\[\]()#+!|~-])", r"\\\1", text)
+
+
 def input_contract(manifest: dict[str, Any]) -> str:
     """The preprocessing an app must do for tensor inputs, from a manifest, as Markdown lines."""
     pre = manifest["preprocessing"]
     height, width = pre["center_crop"]
     return "\n".join([
-        f"- Decode to RGB; {pre['resize']} ({pre['interpolation']} interpolation).",
+        f"- Decode to RGB, upright: apply the photo's EXIF orientation (camera images are often stored sideways); "
+        f"{pre['resize']} ({pre['interpolation']} interpolation).",
         f"- Values: pixel / 255, then per channel (x - mean) / std with mean {pre['mean']} and std {pre['std']} "
         "(R, G, B).",
         f"- Output: {manifest['labels']['count']} scores in class-index order; `{LABELS}` line i names class i "
-        f"({manifest['labels']['source']}).",
+        f"({markdown_text(manifest['labels']['source'])}).",
         f"- Crop geometry as a region of interest: a centred square of {pre['crop_fraction']:g} x the shorter side "
         f"(for frameworks that crop and scale themselves), scaled to {height} x {width}.",
     ])

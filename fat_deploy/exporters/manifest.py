@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from fat_deploy.common.calibration import resize_contract
+from fat_deploy.common.calibration import ORIENTATION, resize_contract
 from fat_deploy.common.files import sha256_of, size_of
 from fat_deploy.contract.formats import ExportFormat, ExportRequest
 from fat_deploy.environment import host_info
@@ -45,7 +45,7 @@ def build_manifest(
         "model": request.model_name,
         "variant_source": spec.source,
         "official_configuration": spec.official,
-        "checkpoint": {"path": str(checkpoint), "sha256": sha256_of(Path(checkpoint)),
+        "checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_of(Path(checkpoint)),
                        **getattr(request.reference, "checkpoint_notes", {})} if checkpoint else "random init",
         "deploy_form": deploy,
         "format": fmt.name,
@@ -54,6 +54,7 @@ def build_manifest(
         "input": io["input"],
         "output": io["output"],
         "preprocessing": {
+            "orientation": ORIENTATION,
             **resize_contract(spec, request.img_size),
             "center_crop": list(request.img_size), "interpolation": spec.interpolation,
             "value_range": "RGB / 255 -> [0, 1]", "mean": list(spec.mean), "std": list(spec.std),

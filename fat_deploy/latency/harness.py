@@ -25,7 +25,7 @@ from fat_deploy import version as version_module
 from fat_deploy.common.files import sha256_of
 from fat_deploy.contract.session import BackendError, LoadRequest
 from fat_deploy.contract.timing import time_runner
-from fat_deploy.environment import available_cores, host_info
+from fat_deploy.environment import available_cores, check_input_budget, host_info
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.exporters.api import resolve_img_size
@@ -224,6 +224,9 @@ def measure(
     spec = get_spec(model)
     size = resolve_img_size(img_size, spec)
     runtime = get_backend(backend)
+    # The host-memory estimate is for exporting; a backend that runs the nn.Module (torch, also on a GPU at the
+    # paper's throughput batch of 128) is held only to the hard bounds.
+    check_input_budget(batch, size, exporting=runtime.artifact_format is not None and artifact is None)
     record = Measurement(model=spec.name, backend=runtime.name, device=device, precision=precision, batch=batch,
                          img_size=size, threads=threads, status="ok", warmup=warmup, deploy_form=deploy,
                          environment=environment(runtime.name, threads, device))

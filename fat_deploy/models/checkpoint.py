@@ -263,6 +263,11 @@ def apply_state_dict(model: nn.Module, state_dict: StateDict, model_name: str, s
         raise CheckpointError(
             f"checkpoint {source} does not fit {model_name}: {'; '.join(parts)}{hint}"
         )
+    non_finite = [f"{k} ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)" for k, v in state_dict.items()
+                  if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise CheckpointError(f"checkpoint {source} holds NaN or Inf in {len(non_finite)} tensor(s): "
+                              f"{_listing(non_finite, 2)}; a model with them gives no usable output")
     model.load_state_dict(state_dict, strict=True)
     upcast = sorted({str(v.dtype).removeprefix("torch.") for k, v in state_dict.items()
                      if v.is_floating_point() and v.dtype != expected[k].dtype})

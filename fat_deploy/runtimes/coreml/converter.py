@@ -8,6 +8,7 @@ and returns logits. Prediction needs macOS; elsewhere the package is inspected, 
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from fat_deploy.common.calibration import (
     unbatch,
 )
 from fat_deploy.common.files import size_of
+from fat_deploy.common.inputs import inside
 from fat_deploy.contract.coverage import Accelerator, Coverage
 from fat_deploy.contract.formats import (
     Calibration,
@@ -76,6 +78,23 @@ def ops_unavailable_on(op_types: set[str], target_name: str) -> list[str]:
     return sorted(op for op in op_types if target not in SSAOpRegistry.core_ops.get(op, {}))
 
 
+def check_package_paths(package: Path) -> None:
+    """Refuse a package whose ``Manifest.json`` names an item outside its ``Data`` folder (``../``, absolute path):
+    coremltools would open whatever file it names."""
+    try:
+        entries = json.loads((package / "Manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise RuntimeError(f"no readable Manifest.json ({type(error).__name__})") from None
+    items = entries.get("itemInfoEntries") if isinstance(entries, dict) else None
+    if not isinstance(items, dict):
+        raise RuntimeError("Manifest.json has no itemInfoEntries")
+    for item in items.values():
+        relative = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(relative, str):
+            raise RuntimeError("Manifest.json has an item without a path")
+        inside(package / "Data", relative)
+
+
 @dataclass(frozen=True)
 class CoreMLOptions:
     minimum_deployment_target: str | None = option(
@@ -101,6 +120,8 @@ class CoreMLFormat(ExportFormat):
     def coverage(self, path: Path) -> Coverage:
         """Core ML ops by type (from the spec, readable on Linux); which compute unit runs each op is Core ML's
         choice at load time on the device, so no accelerator share is claimed."""
+        if path.is_dir():
+            check_package_paths(path)
         ops = {op: n for op, n in self._op_histogram(path).items() if op != "const"}  # weights and shapes
         return Coverage(format="coreml", ops=ops, layout_transposes=ops.get("transpose", 0),
                         accelerators=[Accelerator(name="Core ML compute units", checked=False,

@@ -27,5 +27,6 @@ let request = VNCoreMLRequest(model: model) {{ request, _ in
 let w = CGFloat(image.width), h = CGFloat(image.height), side = min(w, h) * {crop:g}
 request.regionOfInterest = CGRect(x: (w - side) / 2 / w, y: (h - side) / 2 / h, width: side / w, height: side / h)
 request.imageCropAndScaleOption = .scaleFill
-try VNImageRequestHandler(cgImage: image).perform([request])
+// A CGImage alone is read as stored: pass the photo's orientation (UIImage.imageOrientation or its EXIF tag).
+try VNImageRequestHandler(cgImage: image, orientation: orientation).perform([request])
 ```"""

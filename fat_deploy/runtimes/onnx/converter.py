@@ -34,6 +34,7 @@ from fat_deploy.runtimes.onnx.image_bytes import (
     PROBABILITIES,
     add_image_bytes,
     encoded_photos,
+    exif_orientation,
     image_bytes_check,
     model_part,
     session,
@@ -165,10 +166,9 @@ class OnnxFormat(ExportFormat):
             "model": request.model_name, "precision": request.precision,
             "input_layout": "JPEG/PNG bytes" if image_bytes else "NCHW",
             "mean": ",".join(map(str, request.spec.mean)), "std": ",".join(map(str, request.spec.std)),
+            "labels": json.dumps(request.class_names),  # class i's name (a JSON list), in every .onnx
         }.items():
             simplified.metadata_props.add(key=key, value=value)
-        if image_bytes:
-            simplified.metadata_props.add(key="labels", value=json.dumps(request.class_names))
         onnx.checker.check_model(simplified)
         onnx.save(simplified, path)
         if image_bytes:
@@ -177,7 +177,8 @@ class OnnxFormat(ExportFormat):
                 details={"opset": OPSET, "exporter": "torch.onnx (dynamo) + onnxruntime-extensions pre/post-processing",
                          "nodes": len(simplified.graph.node), "ops": op_histogram(simplified), "image_bytes": check},
                 notes=[f"image bytes in: top-5 and probabilities match {check['reference']} on "
-                       f"{len(check['files'])} JPEG/PNG files"]).merge(quantization)
+                       f"{len(check['files'])} JPEG/PNG files",
+                       f"EXIF orientation: {check['exif_orientation']}"]).merge(quantization)
         return Conversion(details={
             "opset": OPSET, "exporter": "torch.onnx (dynamo)", "simplifier": "onnxsim",
             "nodes_exported": nodes_exported, "nodes": len(simplified.graph.node),
@@ -206,7 +207,8 @@ class OnnxFormat(ExportFormat):
         check = image_bytes_check(path, files, expected_of, IMAGE_BYTES_TOLERANCE)
         if not check["passed"]:
             raise RuntimeError(f"image-bytes model disagrees with {reference}: {'; '.join(check['failures'])}")
-        return {**check, "reference": reference}
+        first_photo = np.asarray(sample_photos(1)[0][1].convert("RGB"))
+        return {**check, "reference": reference, "exif_orientation": exif_orientation(path, first_photo)}
 
     def io_spec(self, request: ExportRequest) -> dict[str, Any]:
         if request.options.get("image_bytes"):

@@ -20,7 +20,7 @@ import * as ort from "onnxruntime-web";
 
 const MEAN = {list(pre['mean'])}, STD = {list(pre['std'])}, SIZE = {size}, CROP = {pre['crop_fraction']:g};
 
-function toTensor(image) {{  // an HTMLImageElement or ImageBitmap
+function toTensor(image) {{  // an HTMLImageElement (browsers apply EXIF orientation when drawing it) or ImageBitmap
   const canvas = new OffscreenCanvas(SIZE, SIZE), context = canvas.getContext("2d");
   const side = Math.min(image.width, image.height) * CROP;
   context.drawImage(image, (image.width - side) / 2, (image.height - side) / 2, side, side, 0, 0, SIZE, SIZE);

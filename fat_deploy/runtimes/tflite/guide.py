@@ -29,6 +29,7 @@ val classifier = ImageClassifier.createFromOptions(context,
         .setBaseOptions(BaseOptions.builder().setModelAssetPath("{file_name}").build())
         .setMaxResults(5)
         .build())
+// bitmap upright: BitmapFactory ignores EXIF orientation, so rotate by ExifInterface(...).rotationDegrees first
 val side = minOf(bitmap.width, bitmap.height) * {crop:g}f
 val roi = RectF((bitmap.width - side) / 2f / bitmap.width, (bitmap.height - side) / 2f / bitmap.height,
                 (bitmap.width + side) / 2f / bitmap.width, (bitmap.height + side) / 2f / bitmap.height)
