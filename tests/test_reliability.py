@@ -36,6 +36,8 @@ from fat_deploy.latency.report import read_jsonl
 from fat_deploy.models import create_model
 from fat_deploy.registry import get_format, list_formats
 
+COREML = get_format("coreml")
+
 
 def cli_error(capsys: pytest.CaptureFixture[str], main, *argv: str) -> str:  # type: ignore[no-untyped-def]
     """The one error line of a refused command (exit 2, no traceback)."""
@@ -142,7 +144,7 @@ def test_pair_is_placed_together_or_not_at_all(tmp_path: Path, monkeypatch: pyte
     (staging / "m.onnx").write_bytes(b"new artifact")
     (staging / "m.json").write_text("{}")
     (tmp_path / "m.onnx").write_bytes(b"old artifact")
-    targets = check_targets(tmp_path / "m.onnx", tmp_path / "m.json", force=True)
+    targets = check_targets(tmp_path / "m.onnx", tmp_path / "m.json", force=True, is_artifact=Path.is_file)
     real_replace = os.replace
 
     def failing_replace(source, target):  # type: ignore[no-untyped-def]
@@ -183,9 +185,9 @@ def coreml_package(folder: Path) -> Path:
 
 def test_previous_coreml_package_may_be_replaced_with_force(tmp_path: Path) -> None:
     package = coreml_package(tmp_path)
-    check_targets(package, tmp_path / "fat_b0_coreml_fp32.json", force=True)  # no error
+    check_targets(package, tmp_path / "fat_b0_coreml_fp32.json", force=True, is_artifact=COREML.is_artifact)
     with pytest.raises(PlacementError, match="already exists"):
-        check_targets(package, tmp_path / "fat_b0_coreml_fp32.json", force=False)
+        check_targets(package, tmp_path / "fat_b0_coreml_fp32.json", force=False, is_artifact=COREML.is_artifact)
 
 
 def test_force_never_deletes_a_folder_that_only_looks_like_a_package(tmp_path: Path) -> None:
@@ -198,8 +200,8 @@ def test_force_never_deletes_a_folder_that_only_looks_like_a_package(tmp_path: P
     linked = coreml_package(tmp_path / "linked")
     (linked / "Data" / "com.apple.CoreML" / "notes").symlink_to(tmp_path / "added" / added.name / "precious.txt")
     for package in (fake, added, linked):
-        with pytest.raises(PlacementError, match="holds files a Core ML package does not"):
-            check_targets(package, package.with_suffix(".json"), force=True)
+        with pytest.raises(PlacementError, match="holds files the format does not write"):
+            check_targets(package, package.with_suffix(".json"), force=True, is_artifact=COREML.is_artifact)
     assert (fake / "precious.txt").read_text() == (added / "precious.txt").read_text() == "mine"
 
 

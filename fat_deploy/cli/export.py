@@ -222,7 +222,7 @@ def _export_all(args: argparse.Namespace) -> int:
             fmt = get_format(fmt_name)
             target = out_dir / fmt.artifact_name(spec.name, parse_precision(precision),
                                                  _format_options(args, fmt, precision))
-            check_targets(target, manifest_path_for(target), args.force)
+            check_targets(target, manifest_path_for(target), args.force, fmt.is_artifact)
         artifacts = _run_plan(args, spec.name, plan, img_size, out_dir)
     return _report(args, artifacts)
 

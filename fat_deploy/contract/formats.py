@@ -232,6 +232,11 @@ class ExportFormat(ABC):
                                           img_size=request.img_size, threads=1))
         return unbatch([runner.logits(runner.prepare(group)) for group in batches(inputs, batch)], len(inputs))
 
+    def is_artifact(self, path: Path) -> bool:
+        """Whether ``path`` is a file of this format as fat-export writes it (a regular file; a format that writes a
+        folder says what belongs in it): ``--force`` and ``--bundle --force`` replace only that."""
+        return path.is_file() and not path.is_symlink()
+
     def coverage(self, path: Path) -> Coverage | None:
         """The file's ops by type, layout transposes and each accelerator path's share, read from the file itself
         (``fat-inspect``, and every manifest); None when the format has no reader."""

@@ -164,7 +164,7 @@ def export(
         check_calibration_folder(calibration)  # empty, unreadable or too small: before any work
     request.evaluation = evaluation_for(request, eval_dir, eval_map, max_accuracy_drop)
     target = out_dir / fmt.artifact_name(name, mode, request.options)
-    targets = check_targets(target, manifest_path_for(target), force)
+    targets = check_targets(target, manifest_path_for(target), force, fmt.is_artifact)
     if deploy:
         request.model = fmt.runtime_form(to_deploy(reference))
     artifact = Artifact(model=name, format=fmt.name, precision=mode, status=FAILED)

@@ -27,10 +27,10 @@ from fat_deploy.contract.formats import ExportFormat
 from fat_deploy.exporters.placement import (
     PlacementError,
     folder_lock,
-    is_coreml_package,
     prepare_output_dir,
     staging_folder,
 )
+from fat_deploy.registry import formats
 from fat_deploy.version import __version__
 
 INDEX = "bundle.json"
@@ -39,6 +39,11 @@ PLATFORM_TITLES = {"android": "Android", "ios": "iOS", "web": "the web"}
 NOT_COMPILED = ("The snippets below were written against the documented APIs and were not compiled or run on the "
                 "machine that made this bundle (it has no Android, Xcode or browser toolchain); the files themselves "
                 "were checked as each section says.")
+
+
+def _is_artifact(path: Path) -> bool:
+    """A folder some format writes as its artifact (a Core ML package), exactly as that format writes it."""
+    return any(fmt.is_artifact(path) for fmt in formats().values() if path.name.endswith(fmt.suffix))
 
 
 def foreign_entries(target: Path) -> list[str]:
@@ -62,7 +67,7 @@ def foreign_entries(target: Path) -> list[str]:
             foreign.append(entry.name)
             continue
         for item in sorted(entry.iterdir()):
-            if item.name not in files or item.is_symlink() or not (item.is_file() or is_coreml_package(item)):
+            if item.name not in files or item.is_symlink() or not (item.is_file() or _is_artifact(item)):
                 foreign.append(f"{entry.name}/{item.name}")
     return foreign
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,6 @@ from fat_deploy.errors import FatDeployError
 STAGING_PREFIX = ".fat-export-"
 STAGING_MARKER = ".fat-export-staging"  # the file that makes a staging folder fat-export's own
 STAGING_MARKER_TEXT = "a fat-export staging folder: removed when no export holds it\n"
-# What coremltools writes into a .mlpackage: the manifest, and the model under Data/com.apple.CoreML/.
-COREML_PACKAGE_MANIFEST, COREML_PACKAGE_DATA = "Manifest.json", ("Data", "com.apple.CoreML")
 
 
 class PlacementError(FatDeployError):
@@ -129,32 +126,6 @@ def staging_folder(out: Path) -> Iterator[Path]:
         os.close(descriptor)
 
 
-def is_coreml_package(path: Path) -> bool:
-    """A real Core ML package and nothing beside it: a ``.mlpackage`` folder whose ``Manifest.json`` is the package
-    manifest coremltools writes (its root model among its items) and whose other entries are regular files and
-    folders under ``Data/com.apple.CoreML/``. A user's folder, or a package with a user's file added, is not."""
-    if path.suffix != ".mlpackage" or path.is_symlink() or not path.is_dir():
-        return False
-    manifest = path / COREML_PACKAGE_MANIFEST
-    try:
-        if manifest.is_symlink() or not manifest.is_file() or manifest.stat().st_size > 1 << 20:
-            return False
-        entries = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    items = entries.get("itemInfoEntries") if isinstance(entries, dict) else None
-    if not isinstance(items, dict) or entries.get("rootModelIdentifier") not in items:
-        return False
-    data = path.joinpath(*COREML_PACKAGE_DATA)
-    for entry in path.rglob("*"):
-        if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
-            return False
-        if entry == manifest or entry in (path / COREML_PACKAGE_DATA[0], data) or data in entry.parents:
-            continue
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class Targets:
     """Where an artifact and its manifest go, and what was at those paths when the request was checked."""
@@ -165,17 +136,18 @@ class Targets:
     manifest_before: Identity
 
 
-def check_targets(artifact: Path, manifest: Path, force: bool) -> Targets:
-    """Refuse, before any work, targets that exist (without ``force``) or that ``force`` must not replace."""
+def check_targets(artifact: Path, manifest: Path, force: bool, is_artifact: Callable[[Path], bool]) -> Targets:
+    """Refuse, before any work, targets that exist (without ``force``) or that ``force`` must not replace: a folder
+    at the artifact path is replaced only when ``is_artifact`` (the format's own test) says it is one it writes."""
     for path, kind in ((artifact, "artifact"), (manifest, "manifest")):
         if not os.path.lexists(path):
             continue
         if not force:
             what = "is a dangling symlink" if path.is_symlink() and not path.exists() else "already exists"
             raise PlacementError(f"{path} {what}; pass --force to overwrite it")
-        if path.is_dir() and not path.is_symlink() and not (kind == "artifact" and is_coreml_package(path)):
-            raise PlacementError(f"{path} is a folder that is not a previous {kind} (or holds files a Core ML package "
-                                 "does not); fat-export will not delete it, even with --force: move it away")
+        if path.is_dir() and not path.is_symlink() and not (kind == "artifact" and is_artifact(path)):
+            raise PlacementError(f"{path} is a folder that is not a previous {kind} (or holds files the format does "
+                                 "not write); fat-export will not delete it, even with --force: move it away")
     return Targets(artifact, manifest, identity(artifact), identity(manifest))
 
 

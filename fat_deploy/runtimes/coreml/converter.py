@@ -8,7 +8,6 @@ and returns logits. Prediction needs macOS; elsewhere the package is inspected, 
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from fat_deploy.common.calibration import (
     unbatch,
 )
 from fat_deploy.common.files import size_of
-from fat_deploy.common.inputs import inside
 from fat_deploy.contract.coverage import Accelerator, Coverage
 from fat_deploy.contract.formats import (
     Calibration,
@@ -42,6 +40,7 @@ from fat_deploy.contract.formats import (
 from fat_deploy.models.deploy import PixelNormalize
 from fat_deploy.precision import Precision
 from fat_deploy.runtimes.coreml.guide import guide
+from fat_deploy.runtimes.coreml.package import check_package_paths, is_coreml_package
 from fat_deploy.runtimes.coreml.session import CoreMLBackend
 from fat_deploy.version import __version__
 
@@ -78,23 +77,6 @@ def ops_unavailable_on(op_types: set[str], target_name: str) -> list[str]:
     return sorted(op for op in op_types if target not in SSAOpRegistry.core_ops.get(op, {}))
 
 
-def check_package_paths(package: Path) -> None:
-    """Refuse a package whose ``Manifest.json`` names an item outside its ``Data`` folder (``../``, absolute path):
-    coremltools would open whatever file it names."""
-    try:
-        entries = json.loads((package / "Manifest.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise RuntimeError(f"no readable Manifest.json ({type(error).__name__})") from None
-    items = entries.get("itemInfoEntries") if isinstance(entries, dict) else None
-    if not isinstance(items, dict):
-        raise RuntimeError("Manifest.json has no itemInfoEntries")
-    for item in items.values():
-        relative = item.get("path") if isinstance(item, dict) else None
-        if not isinstance(relative, str):
-            raise RuntimeError("Manifest.json has an item without a path")
-        inside(package / "Data", relative)
-
-
 @dataclass(frozen=True)
 class CoreMLOptions:
     minimum_deployment_target: str | None = option(
@@ -116,6 +98,9 @@ class CoreMLFormat(ExportFormat):
     extra = "coreml"
     Options = CoreMLOptions
     bundle_platform = "ios"
+
+    def is_artifact(self, path: Path) -> bool:
+        return is_coreml_package(path)
 
     def coverage(self, path: Path) -> Coverage:
         """Core ML ops by type (from the spec, readable on Linux); which compute unit runs each op is Core ML's
