@@ -86,3 +86,18 @@ def test_executorch_int8_dynamic_holds_accuracy_without_calibration(testbed: Tes
     # int8 weights for the dense convs and linears (most of FAT-B0's parameters), float depthwise convs.
     assert artifact.size_bytes is not None and 0.25 < artifact.size_bytes / details["float_size_bytes"] < 0.45
     assert details["delegation"]["portable_by_op"] == {} and details["latency"]["float_ms"] > 0
+
+
+@pytest.mark.slow
+def test_openvino_int8_static_through_nncf_is_judged_by_held_out_accuracy(testbed: TestBed, tmp_path: Path) -> None:
+    artifact = export("fat_b0", "openvino", "int8-static", tmp_path, checkpoint=testbed.checkpoint,
+                      labels=testbed.labels, img_size=IMG_SIZE, eval_dir=testbed.eval_dir,
+                      calibration=testbed.calibration_dir)
+    assert artifact.status == "passed", artifact.error
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    accuracy, details = manifest["verification"]["accuracy"], manifest["format_details"]
+    assert accuracy["gating"] == "top-1 drop" and accuracy["top1_drop_points"] <= 1.0
+    assert details["quantizer"].startswith("nncf.quantize") and details["calibration"]["samples"] == 32
+    assert details["calibration"]["images"][0].startswith("calibration/")  # names, not host paths
+    assert artifact.size_bytes is not None and artifact.size_bytes / details["float_size_bytes"] < 0.4
+    assert details["latency"]["float_ms"] > 0 and details["latency"]["quantized_ms"] > 0

@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "beside the paper's numbers (--backend lists the CPU runtimes, one column each)")
     parser.add_argument("--profile", nargs="?", type=int, const=20, default=0, metavar="RUNS",
                         help="after timing, a per-op profile from the runtime's own profiler over RUNS runs "
-                             "(default 20): onnxruntime (session profiling), executorch (ETDump: XNNPACK and portable "
-                             "kernels) and torch (torch.profiler); other runtimes say why they have none")
+                             "(default 20): " + ", ".join(f"{backend.name} ({backend.profiler})" for backend in
+                                                         registered_backends().values() if backend.profiler)
+                             + "; other runtimes say why they have none")
     parser.add_argument("--verbose", action="store_true", help="also show converters' and runtimes' own output")
     parser.add_argument("--plot", nargs="+", metavar="PATH", help="with --table: latency-vs-top-1 plot (.png/.svg)")
     return parser

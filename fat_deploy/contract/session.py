@@ -82,6 +82,7 @@ class Backend(ABC):
     module: ClassVar[str | None] = None  # importable name it needs, if any
     extra: ClassVar[str] = ""  # pip extra that installs it
     device_notes: ClassVar[dict[str, str]] = {}  # why a device it lacks is unavailable, where there is more to say
+    profiler: ClassVar[str | None] = None  # the runtime's own per-op profiler that Runner.op_times reads, if any
 
     def unavailable_reason(self, device: str) -> str | None:
         """Why this backend cannot run on ``device`` here, or None."""

@@ -35,7 +35,8 @@ from fat_deploy.version import __version__
 
 INDEX = "bundle.json"
 LABELS = "labels.txt"
-PLATFORM_TITLES = {"android": "Android", "ios": "iOS", "web": "the web"}
+PLATFORM_TITLES = {"android": "Android", "ios": "iOS", "web": "the web",
+                   "edge": "edge and desktop Linux (x86, Intel GPU/NPU)"}
 NOT_COMPILED = ("The snippets below were written against the documented APIs and were not compiled or run on the "
                 "machine that made this bundle (it has no Android, Xcode or browser toolchain); the files themselves "
                 "were checked as each section says.")

@@ -96,6 +96,7 @@ class ExecuTorchBackend(Backend):
     package = "executorch"
     artifact_format = "executorch"
     module, extra = "executorch", "executorch"
+    profiler = "ETDump: XNNPACK and portable kernels"
     device_notes = {"cuda": "cuda: executorch runs .pte programs on CPU (XNNPACK) here; its GPU delegates are "
                             "device-only"}
 

@@ -62,6 +62,7 @@ class OnnxRuntimeBackend(Backend):
     artifact_format = "onnx"
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     module, extra = "onnxruntime", "onnx"
+    profiler = "session profiling"
 
     def unavailable_reason(self, device: str) -> str | None:
         if reason := super().unavailable_reason(device):

@@ -56,6 +56,7 @@ class TorchBackend(Backend):
     name = "torch"
     package = "torch"
     devices = ("cpu", "cuda")
+    profiler = "torch.profiler"
 
     def unavailable_reason(self, device: str) -> str | None:
         if reason := super().unavailable_reason(device):
