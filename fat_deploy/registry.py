@@ -11,7 +11,7 @@ from fat_deploy.contract.formats import ExportFormat, UnsupportedOptionError
 from fat_deploy.contract.runtime import Runtime
 from fat_deploy.contract.session import Backend, BackendError
 from fat_deploy.environment import CORE_PACKAGES, tool_versions
-from fat_deploy.runtimes import coreml, executorch, onnx, openvino, ort_mobile, tflite, torch
+from fat_deploy.runtimes import coreml, executorch, mnn, onnx, openvino, ort_mobile, tflite, torch
 
 REGISTERED: tuple[Runtime, ...] = (  # listing order of formats and backends
     torch.RUNTIME,
@@ -21,6 +21,7 @@ REGISTERED: tuple[Runtime, ...] = (  # listing order of formats and backends
     executorch.RUNTIME,
     ort_mobile.RUNTIME,
     openvino.RUNTIME,
+    mnn.RUNTIME,
 )
 
 _extra: list[Runtime] = []  # runtimes registered at run time (tests' fake runtime), see :func:`register`

@@ -204,11 +204,12 @@ class OnnxFormat(ExportFormat):
             def expected_of(tensor: np.ndarray) -> np.ndarray:
                 logits = torch.from_numpy(inner.run([OUTPUT_NAME], {PREPROCESSED: tensor})[0])
                 return torch.softmax(logits, dim=-1).numpy()
-        check = image_bytes_check(path, files, expected_of, IMAGE_BYTES_TOLERANCE)
+        runner = session(path, extra_outputs=(PREPROCESSED,))
+        check = image_bytes_check(runner, files, expected_of, IMAGE_BYTES_TOLERANCE)
         if not check["passed"]:
             raise RuntimeError(f"image-bytes model disagrees with {reference}: {'; '.join(check['failures'])}")
         first_photo = np.asarray(sample_photos(1)[0][1].convert("RGB"))
-        return {**check, "reference": reference, "exif_orientation": exif_orientation(path, first_photo)}
+        return {**check, "reference": reference, "exif_orientation": exif_orientation(runner, first_photo)}
 
     def io_spec(self, request: ExportRequest) -> dict[str, Any]:
         if request.options.get("image_bytes"):

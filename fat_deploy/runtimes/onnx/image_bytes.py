@@ -127,10 +127,11 @@ def encoded_photos(images: list[np.ndarray]) -> list[tuple[str, bytes]]:
     return files
 
 
-def exif_orientation(path: Path, image: np.ndarray) -> str:
+def exif_orientation(runner: Any, image: np.ndarray) -> str:
     """Whether the file's decoder applies a JPEG's EXIF orientation, measured: the photo stored turned a quarter
     with orientation tag 6 ("rotate 90 clockwise to view") against the same bytes' pixels without the tag and
-    against the upright photo, compared on the tensor the graph feeds its model."""
+    against the upright photo, compared on the tensor the graph feeds its model (``runner``: a :func:`session`
+    with :data:`PREPROCESSED` as an extra output)."""
     from PIL import Image
 
     def fed(picture: Image.Image, tag: int | None) -> np.ndarray:
@@ -142,7 +143,6 @@ def exif_orientation(path: Path, image: np.ndarray) -> str:
         data = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
         return np.asarray(runner.run([PREPROCESSED], {BYTES_INPUT: data})[0])
 
-    runner = session(path, extra_outputs=(PREPROCESSED,))
     upright = Image.fromarray(image)
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a phone writes for a portrait shot, tag 6
     tagged, untagged, shown = fed(stored, 6), fed(stored, None), fed(upright, None)
@@ -153,10 +153,10 @@ def exif_orientation(path: Path, image: np.ndarray) -> str:
     return "changes the result, but not to the upright picture: pass upright images without an orientation tag"
 
 
-def image_bytes_check(path: Path, files: list[tuple[str, bytes]], expected_of: Any, tolerance: float) -> dict[str, Any]:
-    """Run the file on each encoded image; ``expected_of(preprocessed)`` gives the reference probabilities for the
-    tensor the graph fed its model. Top-5 must match (see :func:`is_tie`) and scores agree within ``tolerance``."""
-    runner = session(path, extra_outputs=(PREPROCESSED,))
+def image_bytes_check(runner: Any, files: list[tuple[str, bytes]], expected_of: Any, tolerance: float) -> dict[str, Any]:
+    """Run the file (``runner``: a :func:`session` with :data:`PREPROCESSED` as an extra output) on each encoded
+    image; ``expected_of(preprocessed)`` gives the reference probabilities for the tensor the graph fed its model.
+    Top-5 must match (see :func:`is_tie`) and scores agree within ``tolerance``."""
     failures, worst = [], 0.0
     for name, data in files:
         probabilities, preprocessed = runner.run([PROBABILITIES, PREPROCESSED],

@@ -1,12 +1,14 @@
-"""OpenVINO for FAT-B0: fat-export's IR against the generic one-call path, int8 (NNCF) against fp32, and the
-fp32 runtimes side by side, in one run.
+"""OpenVINO and MNN for FAT-B0: fat-export's files against each runtime's generic path, OpenVINO int8 (NNCF)
+against fp32, and every fp32 runtime side by side, in one run.
 
-    .venv/bin/python benchmarks/openvino_ir.py [--runs 50]
+    .venv/bin/python benchmarks/more_runtimes.py [--runs 50]
 
-"Generic" is what the OpenVINO documentation's two calls give any nn.Module: ``ov.convert_model(model)`` then
-``ov.save_model`` (which stores float16 weights unless told not to) and ``core.compile_model(xml, "CPU")`` (which
-picks bfloat16 arithmetic on CPUs with AVX512_BF16 or AMX). "Ours" is ``fat-export --format openvino``: the
-deploy form, static input shape, float32 weights, loaded with ``INFERENCE_PRECISION_HINT=f32``. Accuracy is the
+"Generic" OpenVINO is what its documentation's calls give any nn.Module: ``ov.convert_model(model)``,
+``ov.save_model`` (float16 weights unless told not to) and ``core.compile_model(xml, "CPU")`` (bfloat16 arithmetic
+on CPUs with AVX512_BF16 or AMX). "Generic" MNN is ``torch.onnx.export`` of the faithful model then MNN's
+converter, loaded with MNN's defaults (precision normal, Winograd level 3). "Ours" is ``fat-export``: the deploy
+form, OpenVINO's static-shape IR with float32 weights loaded with ``INFERENCE_PRECISION_HINT=f32``, MNN's
+exact-GELU form loaded with precision high and Winograd level 1. Accuracy is the
 max abs difference from the faithful PyTorch model on the verification photos; speed is the median of alternating
 single-thread runs at 224 px, batch 1, random weights. Targets (issue): int8 >= 2.0x its fp32 speed; the fastest
 fp32 runtime for FAT-B0 named.
@@ -31,10 +33,12 @@ from fat_deploy.environment import host_info
 from fat_deploy.exporters import export
 from fat_deploy.models import create_model, get_spec
 from fat_deploy.registry import backend_for_format, recorded_versions
+from fat_deploy.runtimes.mnn.converter import mnn_convert
+from fat_deploy.runtimes.mnn.session import INPUT_NAME, OUTPUT_NAME, MnnRunner
 from fat_deploy.runtimes.openvino.session import OpenVinoRunner
 
 SIZE = (224, 224)
-FP32_FORMATS = ("onnx", "tflite", "executorch", "openvino")
+FP32_FORMATS = ("onnx", "tflite", "executorch", "openvino", "mnn")
 
 
 def default_compiled(xml: Path) -> OpenVinoRunner:
@@ -51,6 +55,20 @@ def generic_ir(model: torch.nn.Module, folder: Path) -> Path:
     folder.mkdir()
     ov.save_model(ov.convert_model(model, example_input=torch.randn(1, 3, *SIZE)), str(folder / "model.xml"))
     return folder / "model.xml"
+
+
+def generic_mnn(model: torch.nn.Module, folder: Path) -> MnnRunner:
+    import MNN
+
+    folder.mkdir()
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.randn(1, 3, *SIZE),), folder / "model.onnx", input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=20, dynamo=True, external_data=False)
+    mnn_convert(folder / "model.onnx", folder / "model.mnn", fp16=False)
+    manager = MNN.nn.create_runtime_manager(({"numThread": 1},))
+    module = MNN.nn.load_module_from_file(str(folder / "model.mnn"), [INPUT_NAME], [OUTPUT_NAME],
+                                          runtime_manager=manager)
+    return MnnRunner(module, [1, 3, *SIZE])
 
 
 def main() -> None:
@@ -80,6 +98,7 @@ def main() -> None:
         generic = default_compiled(generic_ir(faithful, out / "generic"))
         computes = generic.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         runners[f"openvino generic (fp16 weights, {computes} compute)"] = generic
+        runners["mnn generic (ONNX Gelu, MNN defaults)"] = generic_mnn(faithful, out / "generic-mnn")
         errors = {name: float(np.abs(np.concatenate([r.logits(r.prepare(photos[i:i + 1])) for i in range(len(photos))])
                                      - reference).max()) for name, r in runners.items()}
         inputs = np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)
@@ -97,7 +116,9 @@ def main() -> None:
     ours, quantized = medians["openvino fp32 (fat-export)"], medians["openvino int8-static (fat-export, NNCF)"]
     fastest = min((name for name in medians if "fp32 (fat-export)" in name), key=medians.__getitem__)
     print(f"\nOpenVINO int8 / fp32 speed-up: {ours / quantized:.2f}x (target 2.0x); fastest fp32 runtime: {fastest}")
-    print(f"generic OpenVINO vs ours: {medians[next(n for n in medians if 'generic' in n)] / ours:.2f}x the time")
+    for runtime in ("openvino", "mnn"):
+        generic_name = next(n for n in medians if n.startswith(f"{runtime} generic"))
+        print(f"generic {runtime} vs ours: {medians[generic_name] / medians[f'{runtime} fp32 (fat-export)']:.2f}x the time")
 
 
 if __name__ == "__main__":
