@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from fake_runtime import FAKE_RUNTIME
@@ -79,3 +80,26 @@ def test_names_are_unique_and_flags_do_not_collide() -> None:
         for field in dataclasses.fields(runtime.export_format.Options):
             flag = str(field.metadata["flag"])
             assert flags.setdefault(flag, field.name) == field.name, f"{flag} means two options"
+
+
+def name_rows() -> list[str]:
+    rows = []
+    for runtime in registry.REGISTERED:
+        fmt, backend = runtime.export_format, runtime.backend
+        package = type(backend).__module__.split(".")[2]
+        cells = [f"`{package}`", f"`{fmt.name}`" if fmt else "-", f"`{fmt.suffix}`" if fmt else "-",
+                 f"`{backend.name}`", f"`{fmt.extra}`" if fmt else "-", ", ".join(runtime.packages) or "-"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def test_the_design_doc_names_every_runtime_as_the_registry_does() -> None:
+    design = (Path(__file__).parents[1] / "docs" / "DESIGN.md").read_text(encoding="utf-8")
+    table = [line for line in design.splitlines() if line.startswith("| `") and line.count("|") == 7]
+    assert table == name_rows()
+
+
+@pytest.mark.parametrize("runtime", WITH_FORMAT, ids=runtime_id)
+def test_a_runtime_declares_one_extra(runtime: Runtime) -> None:
+    assert runtime.export_format is not None
+    assert runtime.backend.extra in ("", runtime.export_format.extra)
