@@ -14,7 +14,7 @@ from fat_deploy.contract.session import BackendError
 from fat_deploy.exporters import export
 from fat_deploy.latency.harness import TIMED, measure
 from fat_deploy.latency.report import REQUIRED_FIELDS, append_jsonl, read_jsonl
-from fat_deploy.latency.stats import summarize
+from fat_deploy.latency.stats import noise_problem, summarize
 
 
 def test_stats_on_known_samples() -> None:
@@ -180,3 +180,12 @@ def test_time_interleaved_alternates_and_leaves_out_warmup() -> None:
     samples = time_interleaved({"a": (Recorder("a"), None), "b": (Recorder("b"), None)}, warmup=2, runs=3)
     assert calls == ["a", "b"] * 5
     assert [len(samples["a"]), len(samples["b"])] == [3, 3] and all(ms >= 0 for ms in samples["a"])
+
+
+def test_a_disturbed_measurement_says_so() -> None:
+    quiet_run = summarize([10.0, 10.2, 9.9, 10.1, 10.3, 10.0, 9.8, 10.1, 10.2, 10.0])
+    assert noise_problem(quiet_run) is None
+    busy = summarize([10.0, 10.2, 9.9, 24.0, 10.3, 10.0, 31.0, 10.1, 10.2, 10.0])  # another process took the core
+    problem = noise_problem(busy)
+    assert problem is not None and problem.startswith("noisy timing: std") and "p90 " in problem
+    assert noise_problem(summarize([10.0, 30.0])) is None  # too few runs to judge

@@ -32,7 +32,7 @@ from fat_deploy.exporters.api import resolve_img_size
 from fat_deploy.exporters.manifest import manifest_path_for
 from fat_deploy.exporters.placement import PlacementError
 from fat_deploy.latency.op_profile import profile_ops
-from fat_deploy.latency.stats import summarize
+from fat_deploy.latency.stats import noise_problem, summarize
 from fat_deploy.models.deploy import to_deploy
 from fat_deploy.models.registry import create_model, get_spec
 from fat_deploy.precision import parse_precision
@@ -265,7 +265,11 @@ def measure(
     inputs = np.random.default_rng(seed).standard_normal((batch, 3, *size)).astype(np.float32)
     prepared = runner.prepare(inputs)
     record.first_run_ms, samples = time_runner(runner, prepared, warmup, runs, min_seconds)
-    record.stats = summarize(samples, batch).as_dict()
+    stats = summarize(samples, batch)
+    record.stats = stats.as_dict()
+    if noisy := noise_problem(stats):  # a median is only as good as the machine was quiet
+        record.note = f"{record.note}; {noisy}" if record.note else noisy
+        log.warning("%s on %s: %s", spec.name, runtime.name, noisy)
     record.peak_rss_mb = _peak_rss_mb()
     record.peak_device_mb = runner.peak_device_memory_mb()
     if profile_runs:  # after timing, never inside it: profilers slow the runs they observe

@@ -25,6 +25,20 @@ class TimingStats:
         return asdict(self)
 
 
+NOISY_STD_SHARE, NOISY_P90_RATIO = 0.10, 1.15  # a quiet 2-core host here: std 2-4% of the median, p90 1.03x
+
+
+def noise_problem(stats: TimingStats) -> str | None:
+    """Why a measurement looks disturbed (spread or tail far beyond a quiet machine's), or None."""
+    if stats.runs < 5 or stats.median_ms <= 0:
+        return None
+    share, tail = stats.std_ms / stats.median_ms, stats.p90_ms / stats.median_ms
+    if share <= NOISY_STD_SHARE and tail <= NOISY_P90_RATIO:
+        return None
+    return (f"noisy timing: std {stats.std_ms:.2f} ms ({share:.0%} of the median), p90 {tail:.2f}x the median; "
+            "something else may be using the CPU: re-run on an idle machine (or with --min-seconds)")
+
+
 def summarize(samples_ms: list[float] | np.ndarray, batch: int = 1) -> TimingStats:
     """Statistics of ``samples_ms`` (one entry per invocation of ``batch`` images)."""
     samples = np.asarray(samples_ms, dtype=np.float64)
