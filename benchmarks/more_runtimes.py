@@ -68,7 +68,7 @@ def generic_mnn(model: torch.nn.Module, folder: Path) -> MnnRunner:
     manager = MNN.nn.create_runtime_manager(({"numThread": 1},))
     module = MNN.nn.load_module_from_file(str(folder / "model.mnn"), [INPUT_NAME], [OUTPUT_NAME],
                                           runtime_manager=manager)
-    return MnnRunner(module, [1, 3, *SIZE])
+    return MnnRunner(module)
 
 
 def main() -> None:

@@ -103,3 +103,12 @@ def test_the_design_doc_names_every_runtime_as_the_registry_does() -> None:
 def test_a_runtime_declares_one_extra(runtime: Runtime) -> None:
     assert runtime.export_format is not None
     assert runtime.backend.extra in ("", runtime.export_format.extra)
+
+
+def test_too_few_calibration_images_are_cautioned_in_every_manifest() -> None:
+    from fat_deploy.contract.formats import Calibration, Conversion
+
+    few = Conversion(calibration=Calibration(method="minmax", samples=32, images=["a.png", "b.png"]))
+    assert few.manifest_details()["warning"] == "only 2 distinct calibration images; 4+ recommended"
+    enough = Conversion(calibration=Calibration(method="minmax", samples=32, images=list("abcd")))
+    assert "warning" not in enough.manifest_details()

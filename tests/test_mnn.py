@@ -66,3 +66,17 @@ def test_the_converter_leaves_the_working_folder_alone_and_sends_nothing(
 def test_latency_times_the_file(small_mnn: Path) -> None:
     record = measure("fat_b0", "mnn", img_size=64, runs=5, warmup=1, artifact=small_mnn)
     assert record.status == "ok" and record.median_ms is not None and record.median_ms > 0
+
+
+def test_a_file_of_another_size_or_a_damaged_one_is_refused_in_one_line(
+        small_mnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fat_deploy.cli.latency import main as fat_latency
+
+    damaged = tmp_path / "damaged.mnn"
+    damaged.write_bytes(b"not a flatbuffer")
+    cases = ((["--artifact", str(small_mnn), "--img-size", "96"], "takes input [1, 3, 64, 64], not [1, 3, 96, 96]"),
+             (["--artifact", str(damaged)], "damaged.mnn"))
+    for argv, message in cases:
+        assert fat_latency(["--model", "fat_b0", "--backend", "mnn", "--runs", "2", *argv]) == 2
+        (line,) = [text for text in capsys.readouterr().err.splitlines() if "error:" in text]
+        assert message in line

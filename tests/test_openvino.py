@@ -81,3 +81,14 @@ def test_force_replaces_the_ir_folder_but_never_a_folder_with_a_users_file(
     (previous / "notes.txt").unlink()
     artifact = export("fat_b0", "openvino", out=out, img_size=64, force=True, checkpoint=trained_looking_checkpoint)
     assert artifact.status == "passed" and sorted(p.name for p in previous.iterdir()) == [MODEL_BIN, MODEL_XML]
+
+
+def test_a_damaged_ir_is_one_line_without_openvinos_source_locations(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "broken.openvino"
+    folder.mkdir()
+    (folder / MODEL_XML).write_text("<net")
+    (folder / MODEL_BIN).write_bytes(b"x")
+    assert fat_inspect([str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not readable as openvino" in err and "Exception from" not in err

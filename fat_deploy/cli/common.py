@@ -47,7 +47,7 @@ def quiet(verbose: bool) -> Iterator[None]:
         yield
         return
 
-    library_loggers = [logging.getLogger(name) for name in ("coremltools", "absl", "torch", "onnxscript", "jax")]
+    library_loggers = [logging.getLogger(name) for name in ("coremltools", "absl", "torch", "onnxscript", "jax", "nncf")]
     levels = [logger.level for logger in library_loggers]
     for logger in library_loggers:
         logger.setLevel(logging.ERROR)

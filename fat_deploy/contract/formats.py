@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch.nn as nn
 
-from fat_deploy.common.calibration import batches, unbatch
+from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, batches, unbatch
 from fat_deploy.common.evaluation import Evaluation
 from fat_deploy.common.labels import default_labels
 from fat_deploy.contract.coverage import Coverage
@@ -77,6 +77,14 @@ class Calibration:
     samples: int
     images: list[str]
 
+    @property
+    def warning(self) -> str | None:
+        """The manifest's caution when the ranges come from too few distinct images."""
+        distinct = len(set(self.images))
+        if distinct >= MIN_CALIBRATION_IMAGES:
+            return None
+        return f"only {distinct} distinct calibration images; {MIN_CALIBRATION_IMAGES}+ recommended"
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -116,6 +124,8 @@ class Conversion:
         details = dict(self.details)
         if self.calibration is not None:
             details["calibration"] = asdict(self.calibration)
+            if warning := self.calibration.warning:
+                details.setdefault("warning", warning)
         if self.float_size_bytes is not None:
             details["float_size_bytes"] = self.float_size_bytes
         if self.latency is not None:

@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 
 from fat_deploy.common.calibration import (
-    MIN_CALIBRATION_IMAGES,
     batches,
     calibration_batch,
     requested_size,
@@ -221,8 +220,6 @@ class CoreMLFormat(ExportFormat):
             "quantizer": "coremltools.optimize.torch LinearQuantizer (post-training, observers only)",
             "scheme": "W8A8: int8 per-channel symmetric weights, int8 activations (quantize/dequantize ops)",
         }, calibration=Calibration(method="minmax observers", samples=len(samples), images=sources))
-        if len(set(sources)) < MIN_CALIBRATION_IMAGES:
-            result.details["warning"] = f"only {len(set(sources))} distinct calibration images"
         return finalized, result
 
     @staticmethod

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
+from fat_deploy.common.calibration import calibration_batch, requested_size
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import Calibration, Conversion, ExportFormat, ExportRequest
 from fat_deploy.contract.timing import artifact_latency
@@ -90,9 +90,6 @@ class ExecuTorchFormat(ExportFormat):
         if request.precision == "int8-static":
             samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
                                                  requested_size(request.options))
-            if len(set(sources)) < MIN_CALIBRATION_IMAGES:
-                details["warning"] = (f"only {len(set(sources))} distinct calibration images; "
-                                      f"{MIN_CALIBRATION_IMAGES}+ recommended")
             model = quantize_pt2e(request.model, example, torch.from_numpy(samples))
             details.update({
                 "quantizer": "PT2E XNNPACKQuantizer (torchao.quantization.pt2e)",

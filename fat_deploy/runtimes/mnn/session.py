@@ -33,8 +33,8 @@ def runtime_manager(threads: int) -> Any:
 
 
 class MnnRunner(Runner):
-    def __init__(self, module: Any, shape: list[int]) -> None:
-        self.module, self.shape = module, shape
+    def __init__(self, module: Any) -> None:
+        self.module = module
 
     def prepare(self, batch: np.ndarray) -> tuple[np.ndarray, Any]:
         """The batch as an MNN constant; the array is kept with it (``expr.const`` reads the numpy buffer, not a
@@ -70,6 +70,11 @@ class MnnBackend(Backend):
                                                       runtime_manager=manager)
             except Exception as error:  # noqa: BLE001 - a damaged file is the user's
                 raise BackendError(f"MNN cannot load {request.artifact}: {str(error).splitlines()[0][:200]}") from None
-        if module is None:
-            raise BackendError(f"MNN cannot load {Path(request.artifact).name}")
-        return MnnRunner(module, [request.batch, 3, *request.img_size])
+            if module is None:
+                raise BackendError(f"MNN cannot load {Path(request.artifact).name}")
+            shape = list(MNN.expr.load_as_dict(str(request.artifact))[INPUT_NAME].shape)
+        expected = [request.batch, 3, *request.img_size]
+        if shape != expected:  # MNN would resize the graph to any input and time another model than recorded
+            raise BackendError(f"artifact {Path(request.artifact).name} takes input {shape}, not {expected}; "
+                               "re-export it or change --batch/--img-size")
+        return MnnRunner(module)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
+from fat_deploy.common.calibration import calibration_batch, requested_size
 from fat_deploy.common.explain import EXPLAIN_METHOD, explain_inputs, report
 from fat_deploy.contract.formats import Calibration, Conversion, Explanation, ExportRequest, UnsupportedOptionError
 from fat_deploy.contract.timing import artifact_latency
@@ -87,9 +87,6 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
             calibration, sources = calibration_batch(
                 request.spec, request.img_size, options.get("calibration"), requested_size(options)
             )
-            if len(set(sources)) < MIN_CALIBRATION_IMAGES:
-                details["warning"] = (f"only {len(set(sources))} distinct calibration images; "
-                                      f"{MIN_CALIBRATION_IMAGES}+ recommended")
             quantize_static(
                 str(prepared), str(path), _BatchReader(calibration, input_name), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

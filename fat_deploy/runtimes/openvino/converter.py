@@ -10,14 +10,13 @@ calibrated on the same images as the other static modes (https://github.com/open
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, calibration_batch, requested_size
+from fat_deploy.common.calibration import calibration_batch, requested_size
 from fat_deploy.common.files import size_of
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import Calibration, Conversion, ExportFormat, ExportRequest
@@ -56,7 +55,6 @@ def quantize_nncf(model: Any, request: ExportRequest) -> tuple[Any, Calibration,
     advanced = nncf.AdvancedQuantizationParameters()
     if method == "minmax":  # as the other runtimes' static modes calibrate
         advanced.activations_range_estimator_params = nncf.quantization.range_estimator.RangeEstimatorParametersSet.MINMAX
-    logging.getLogger("nncf").setLevel(logging.getLogger("fat_deploy").getEffectiveLevel())
     batches = [samples[i:i + request.batch] for i in range(0, len(samples) - request.batch + 1, request.batch)]
     quantized = nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.MIXED,
                               model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches),
@@ -65,8 +63,6 @@ def quantize_nncf(model: Any, request: ExportRequest) -> tuple[Any, Calibration,
         "quantizer": f"nncf.quantize (NNCF {nncf.__version__})",
         "scheme": "static: symmetric int8 weights, asymmetric int8 activations (mixed preset, transformer model "
                   "type); float32 I/O"}
-    if len(set(sources)) < MIN_CALIBRATION_IMAGES:
-        details["warning"] = f"only {len(set(sources))} distinct calibration images; {MIN_CALIBRATION_IMAGES}+ recommended"
     calibration = Calibration(method="minmax" if method == "minmax" else NNCF_DEFAULTS, samples=len(samples),
                               images=sources)
     return quantized, calibration, details

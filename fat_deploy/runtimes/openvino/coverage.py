@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from fat_deploy.contract.coverage import Accelerator, Coverage
-from fat_deploy.runtimes.openvino.session import MODEL_XML
+from fat_deploy.runtimes.openvino.session import MODEL_XML, openvino_reason
 
 BOOKKEEPING = {"Constant", "Parameter", "Result"}
 # Ops a converter leaves when a shape is computed at run time: a static IR should have none.
@@ -18,7 +18,10 @@ def openvino_coverage(path: Path) -> Coverage:
     import openvino as ov
 
     core = ov.Core()
-    model = core.read_model(str(path / MODEL_XML))
+    try:
+        model = core.read_model(str(path / MODEL_XML))
+    except Exception as error:  # noqa: BLE001 - reported by fat-inspect as "not readable", in one line
+        raise ValueError(openvino_reason(error)) from None
     ops = [op for op in model.get_ordered_ops() if op.get_type_name() not in BOOKKEEPING]
     counts = dict(Counter(op.get_type_name() for op in ops).most_common())
     supported = core.query_model(model, "CPU")

@@ -9,6 +9,7 @@ does the same (https://docs.openvino.ai/2025/openvino-workflow/running-inference
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ from fat_deploy.contract.session import Backend, BackendError, LoadRequest, OpTi
 
 MODEL_XML, MODEL_BIN = "model.xml", "model.bin"  # the IR pair inside an artifact folder
 PRECISION_HINT = "f32"
+
+
+def openvino_reason(error: Exception) -> str:
+    """OpenVINO's message without its ``Exception from <source>:<line>:`` prefixes, on one line."""
+    text = re.sub(r"(Exception from|Check '[^']*' failed at) \S+:\d+:?", " ", str(error))
+    return " ".join(text.split())[:200] or type(error).__name__
 
 
 def compile_settings(threads: int, profile: bool = False) -> dict[str, Any]:
@@ -40,10 +47,10 @@ class OpenVinoRunner(Runner):
         return np.ascontiguousarray(batch, dtype=np.float32)
 
     def run(self, prepared: Any) -> Any:
-        return self.request.infer({0: prepared})
+        return self.request.infer({0: prepared}, share_inputs=True)  # the prepared array as it is: no copy per run
 
     def logits(self, prepared: Any) -> np.ndarray:
-        return np.array(self.request.infer({0: prepared})[0], dtype=np.float32)
+        return np.array(self.request.infer({0: prepared}, share_inputs=True)[0], dtype=np.float32)
 
     def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
         """OpenVINO's per-layer performance counts (``PERF_COUNT``), on a separately compiled model; the first run
@@ -79,7 +86,7 @@ class OpenVinoBackend(Backend):
         try:
             model = core.read_model(str(xml))
         except Exception as error:  # noqa: BLE001 - a damaged IR is the user's file
-            raise BackendError(f"OpenVINO cannot read {xml}: {str(error).splitlines()[0][:200]}") from None
+            raise BackendError(f"OpenVINO cannot read {xml}: {openvino_reason(error)}") from None
         shape = [int(d.get_length()) if d.is_static else None for d in model.inputs[0].get_partial_shape()]
         expected = [request.batch, 3, *request.img_size]
         if shape != expected:
