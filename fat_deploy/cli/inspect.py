@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
-from fat_deploy.common.inputs import check_model_input, private_view
+from fat_deploy.common.inputs import private_view
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import ExportFormat
 from fat_deploy.errors import FatDeployError
@@ -49,10 +49,9 @@ def format_of(path: Path, forced: str | None) -> ExportFormat:
 def read_coverage(path: Path, fmt: ExportFormat) -> Coverage:
     """The coverage report of ``path``, or a one-line error (missing file, not a regular file or package, too large,
     reader not installed, unreadable file). The reader sees a private copy of a package, never the user's."""
-    check_model_input(path)
     if reason := fmt.unavailable_reason():
         raise FatDeployError(f"{path}: {reason}")
-    with private_view(path) as view:
+    with private_view(path) as view:  # checks the input first (regular files, size), then copies a package
         try:
             report = fmt.coverage(view)
         except Exception as error:  # noqa: BLE001 - a file the runtime's reader rejects is a user error here

@@ -30,11 +30,6 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _too_large(path: Path, size: int, limit: int) -> FatDeployError:
-    return FatDeployError(f"{path}: {size / 2**20:,.0f} MiB is more than a model file can hold ({limit / 2**20:,.0f} MiB: "
-                          "the protobuf / flatbuffer limit); refused")
-
-
 def package_entries(folder: Path) -> list[tuple[Path, os.stat_result]]:
     """Every entry under ``folder`` with its own ``lstat`` (links not followed), or a one-line refusal naming the
     first one that is neither a regular file nor a folder (a symlink could lead a reader out of the package)."""
@@ -50,9 +45,9 @@ def package_entries(folder: Path) -> list[tuple[Path, os.stat_result]]:
     return entries
 
 
-def check_model_input(path: Path, limit: int = MAX_MODEL_BYTES) -> int:
+def check_model_input(path: Path, limit: int = MAX_MODEL_BYTES) -> None:
     """Refuse, in one line, a ``path`` that is missing, not a regular file or folder, a folder holding anything else,
-    or larger than ``limit`` bytes in all; its size otherwise. Nothing is opened."""
+    or larger than ``limit`` bytes in all. Nothing is opened."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -67,8 +62,8 @@ def check_model_input(path: Path, limit: int = MAX_MODEL_BYTES) -> int:
         raise FatDeployError(f"{path}: {_kind(info.st_mode)}, not a model file; refused (reading it could block or "
                              "never end)")
     if size > limit:
-        raise _too_large(path, size, limit)
-    return size
+        raise FatDeployError(f"{path}: {size / 2**20:,.0f} MiB is more than a model file can hold "
+                             f"({limit / 2**20:,.0f} MiB: the protobuf / flatbuffer limit); refused")
 
 
 @contextmanager
