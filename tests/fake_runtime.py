@@ -73,13 +73,14 @@ class NpzFormat(ExportFormat):
     name = "npz"
     backend = NpzBackend()
     suffix = ".npz"
-    precisions = ("fp32",)
+    precisions = ("fp32", "fp16")
     runtime = "PyTorch (fake runtime, tests only)"
     converter_modules = ("numpy",)
     extra = "dev"
     Options = NpzOptions
     artifact_tags = {"compress": "z"}
     bundle_platform = "web"
+    float16_on_devices = "the tests' imaginary phone GPUs"
 
     def check_options(self, precision: str, options: dict[str, Any]) -> None:
         super().check_options(precision, options)
@@ -89,7 +90,9 @@ class NpzFormat(ExportFormat):
     def convert(self, request: ExportRequest, path: Path) -> Conversion:
         if request.model_name != request.spec.name:
             raise UnsupportedOptionError("the fake runtime rebuilds registered models only")
-        arrays = {key: value.detach().numpy() for key, value in request.model.state_dict().items()}
+        half = request.precision == "fp16"
+        arrays = {key: (value.half() if half and value.is_floating_point() else value).detach().numpy()
+                  for key, value in request.model.state_dict().items()}
         arrays[MODEL_KEY] = np.array([request.model_name, str(request.num_classes)])
         with path.open("wb") as handle:
             (np.savez_compressed if request.options.get("compress") else np.savez)(handle, **arrays)

@@ -127,6 +127,10 @@ def check_full_size_export(path: Path, manifest: dict[str, Any], fmt: str, preci
     assert manifest["precision"] == precision and manifest["input"]["shape"][-2:] == [224, 224]
     verification = manifest["verification"]
     assert verification["tolerance"] == TOLERANCES[precision].as_dict()
+    if precision == "fp16":  # float16 arithmetic simulated as devices compute it, the norms made float16-safe
+        check = verification["fp16_check"]
+        assert check["passed"] and [r["arithmetic"] for r in check["results"]] == ["fp16-storage", "fp16-accumulation"]
+        assert check["float16_safe_norms"]["scaled"] > 0
     if fmt == "coreml":
         assert "Core ML prediction needs macOS" in verification["runtime_unavailable_reason"]
         assert verification["structure_problems"] == []

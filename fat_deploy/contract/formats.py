@@ -50,6 +50,8 @@ class ExportRequest:
     evaluation: Evaluation | None = None  # --eval-dir: labeled images and the allowed top-1 drop
     # The format's own options (its ``Options`` dataclass, as a dict) and the quantization options.
     options: dict[str, Any] = field(default_factory=dict)
+    # The float16-safe norm rewrite applied to ``model`` (fat_deploy.models.float16_norms): scale per norm.
+    float16_norm_scales: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -192,6 +194,9 @@ class ExportFormat(ABC):
     conversion_weight: ClassVar[float] = 1.0  # relative conversion time: parallel exports start the slowest first
     bundle_platform: ClassVar[str | None] = None  # --bundle: the platform folder ("android", "ios", "web")
     bundle_options: ClassVar[dict[str, Any]] = {}  # --bundle: the options of the app-ready form
+    # Where devices run this format's float32 files in float16 unasked (a GPU delegate's default, a runtime's
+    # default precision on ARMv8.2): such files are also checked in float16 arithmetic, and warned about.
+    float16_on_devices: ClassVar[str | None] = None
 
     @property
     def supported_options(self) -> frozenset[str]:

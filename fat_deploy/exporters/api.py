@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
-from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, folder_images
+from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, folder_images, verification_inputs
 from fat_deploy.common.evaluation import DEFAULT_MAX_ACCURACY_DROP, Evaluation, load_eval_set
 from fat_deploy.common.files import size_of
 from fat_deploy.common.labels import check_labels, default_labels, read_labels
@@ -27,6 +28,7 @@ from fat_deploy.exporters.options import check_request_options
 from fat_deploy.exporters.placement import check_targets, place_pair, prepare_output_dir, staging_folder
 from fat_deploy.exporters.verification import FAILED, NOT_VERIFIED, PASSED, Status, summarize, verify_artifact
 from fat_deploy.models.deploy import to_deploy
+from fat_deploy.models.float16_norms import scale_norms_for_float16
 from fat_deploy.models.registry import ModelSpec, create_model, get_spec
 from fat_deploy.precision import Precision
 from fat_deploy.registry import get_format
@@ -43,6 +45,7 @@ __all__ = ["Artifact", "CALIBRATED", "FAILED", "NOT_VERIFIED", "PASSED", "Status
            "check_labels", "check_request_options", "export", "read_labels", "resolve_img_size"]
 
 log = logging.getLogger("fat_deploy")
+FLOAT_PRECISIONS = (Precision.FP32, Precision.FP16)
 
 
 @dataclass
@@ -167,6 +170,9 @@ def export(
     targets = check_targets(target, manifest_path_for(target), force, fmt.is_artifact)
     if deploy:
         request.model = fmt.runtime_form(to_deploy(reference))
+        if mode in FLOAT_PRECISIONS:  # exact: float16-safe norms for devices that run float files in float16
+            sample = torch.from_numpy(verification_inputs(spec, size)[0])
+            request.float16_norm_scales = scale_norms_for_float16(request.model, sample)
     artifact = Artifact(model=name, format=fmt.name, precision=mode, status=FAILED)
     started = time.perf_counter()
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch.nn as nn
 
 from fat_deploy.common.calibration import held_out_inputs, verification_inputs
 from fat_deploy.common.evaluation import accuracy, judging_problem
+from fat_deploy.common.fp16 import Float16Check, check_fp16
 from fat_deploy.common.verify import PROBABILITY_FLOOR, TOLERANCES, Comparison, Tolerance, compare
 from fat_deploy.contract.formats import QUANTIZED, ExportFormat, ExportRequest, RuntimeUnavailable
 from fat_deploy.precision import Precision
@@ -53,12 +53,24 @@ def centred(log_probs: np.ndarray) -> np.ndarray:
     return centred_values
 
 
-def fp16_proxy(request: ExportRequest, inputs: np.ndarray, reference: np.ndarray) -> Comparison:
-    """The converted model in float16 on PyTorch/CPU: catches fp16 overflow where the runtime can't run."""
-    half = copy.deepcopy(request.model).half().eval()
-    with torch.no_grad():
-        outputs = half(torch.from_numpy(inputs).half()).float().numpy()
-    return compare(reference, outputs, TOLERANCES[Precision.FP16])
+def float16_check(request: ExportRequest, inputs: np.ndarray) -> tuple[Float16Check, dict[str, Any]]:
+    """The converted model in simulated float16 arithmetic (storage, and accumulation) against its float32 self,
+    and the manifest's record of it (with the float16-safe norm rewrite that was applied)."""
+    check = check_fp16(request.model, inputs, TOLERANCES[Precision.FP16])
+    scales = request.float16_norm_scales
+    rewrite = {"norms": len(scales), "scaled": sum(1 for s in scales.values() if s != 1.0),
+               "smallest_scale": min(scales.values(), default=1.0),
+               "what": "each norm's input times a power of two, eps times its square (exact; "
+                       "fat_deploy.models.float16_norms)"}
+    return check, {**check.as_dict(), "float16_safe_norms": rewrite}
+
+
+def float16_note(fmt: ExportFormat, request: ExportRequest, check: Float16Check) -> str | None:
+    """The summary line for a float32 file that devices may run in float16 and that fails in float16 arithmetic."""
+    if request.precision != Precision.FP32 or not check.failures:
+        return None
+    return (f"warning: a float32 file, but {fmt.float16_on_devices} run it in float16, and in simulated float16 "
+            f"arithmetic it fails: {'; '.join(check.failures)}")
 
 
 def verify_artifact(
@@ -85,6 +97,13 @@ def verify_artifact(
                               "reference": "fp32 PyTorch model (faithful form)"}
     problems = fmt.inspect(path, request)
     result["structure_problems"] = problems
+    if request.precision == Precision.FP16 or (request.precision == Precision.FP32 and fmt.float16_on_devices):
+        check, result["fp16_check"] = float16_check(request, inputs)
+        notes.append(f"float16 arithmetic (simulated): {check.summary_line()}")
+        if request.precision == Precision.FP16:
+            problems = [*problems, *check.failures]
+        elif (warning := float16_note(fmt, request, check)) is not None:
+            notes.append(warning)
     batches = DYNAMIC_BATCH_CHECKS if request.dynamic_batch else (request.batch,)
     comparisons: dict[str, Comparison] = {}
     try:
@@ -105,13 +124,15 @@ def verify_artifact(
                                           "the quantization simulation in PyTorch")
             if not proxy.passed and not judged_by_accuracy:
                 problems = [*problems, f"quantization simulation failed: {'; '.join(proxy.failures)}"]
-        elif request.precision != "fp32":  # fp16 compute: catch overflow on a runtime that runs here
-            proxy = fp16_proxy(request, inputs, reference)
-            covers = "float16 compute" + ("" if request.precision == "fp16" else "; weight compression not simulated")
-            result["fp16_proxy"] = {"runtime": f"torch {torch.__version__} float16 on CPU", "covers": covers,
-                                    **proxy.as_dict()}
-            if not proxy.passed:
-                problems = [*problems, f"float16 proxy check failed: {'; '.join(proxy.failures)}"]
+        elif request.precision != Precision.FP32:  # computes in float16 on the device: simulate that here
+            if "fp16_check" not in result:
+                check, result["fp16_check"] = float16_check(request, inputs)
+                problems = [*problems, *check.failures]
+            storage = result["fp16_check"]["results"][0]["comparison"]
+            covers = "float16 storage and accumulation (fat_deploy.common.fp16)" + (
+                "" if request.precision == Precision.FP16 else "; weight compression not simulated")
+            result["fp16_proxy"] = {"runtime": f"torch {torch.__version__} on CPU, simulated", "covers": covers,
+                                    **storage}
         if (drop := accuracy_problem(result)) is not None:
             problems = [*problems, drop]
         result["runtime_unavailable_reason"] = str(reason)

@@ -36,7 +36,14 @@ from fat_deploy.models.fat import FASA, FAT, ConvFFN, FATBlock
 
 
 class ChannelSpatialNorm(nn.Module):
-    """GroupNorm(1, C) as LayerNorm over (C, H, W), with an optional per-channel affine."""
+    """GroupNorm(1, C) as LayerNorm over (C, H, W), with an optional per-channel affine.
+
+    ``input_scale`` (a power of two, 1 by default) multiplies the input before the statistics, with ``eps`` scaled by
+    its square: the same function (power-of-two scaling is exact in binary floating point), but sums of squares
+    that stay inside float16's range on devices that accumulate in float16 (:mod:`fat_deploy.models.float16_norms`).
+    """
+
+    input_scale = 1.0
 
     def __init__(self, eps: float, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -52,7 +59,10 @@ class ChannelSpatialNorm(nn.Module):
         return cls(norm.eps, norm.weight if has_affine else None, norm.bias if has_affine else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x, x.shape[1:], eps=self.eps)
+        eps = self.eps
+        if self.input_scale != 1.0:
+            x, eps = x * self.input_scale, eps * self.input_scale**2
+        x = F.layer_norm(x, x.shape[1:], eps=eps)
         if self.weight is not None:
             x = x * self.weight
         if self.bias is not None:
@@ -79,8 +89,11 @@ class ReducedChannelSpatialNorm(ChannelSpatialNorm):
         return per_channel.reshape(x.shape[0], 1, x.shape[1], 1).mean(dim=(2, 3), keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eps = self.eps
+        if self.input_scale != 1.0:
+            x, eps = x * self.input_scale, eps * self.input_scale**2
         centred = x - self._mean_chw(x)
-        x = centred * torch.rsqrt(self._mean_chw(centred * centred) + self.eps)
+        x = centred * torch.rsqrt(self._mean_chw(centred * centred) + eps)
         if self.weight is not None:
             x = x * self.weight
         if self.bias is not None:
@@ -177,7 +190,9 @@ def xnnpack_form(model: nn.Module) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is ChannelSpatialNorm:
-                setattr(parent, name, ReducedChannelSpatialNorm(child.eps, child.weight, child.bias))
+                reduced = ReducedChannelSpatialNorm(child.eps, child.weight, child.bias)
+                reduced.input_scale = child.input_scale
+                setattr(parent, name, reduced)
             elif isinstance(child, DeployFASA):
                 child.batched_heads = True
     return model

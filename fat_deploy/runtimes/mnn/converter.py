@@ -83,6 +83,7 @@ class MnnFormat(ExportFormat):
     converter_modules = ("MNN", "_tools", "onnx")
     extra = "mnn"
     bundle_platform = "android"
+    float16_on_devices = "MNN's default precision (normal) on ARMv8.2 CPUs and its GPU backends"
 
     def runtime_form(self, deployed: nn.Module) -> nn.Module:
         return mnn_form(deployed)

@@ -86,6 +86,7 @@ class OpenVinoFormat(ExportFormat):
     converter_modules = ("openvino", "nncf")
     extra = "openvino"
     bundle_platform = "edge"
+    float16_on_devices = "OpenVINO's GPU and NPU plugins (f16 inference precision by default)"
 
     def is_artifact(self, path: Path) -> bool:
         return is_ir_folder(path)

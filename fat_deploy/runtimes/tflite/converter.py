@@ -116,6 +116,7 @@ class TFLiteFormat(ExportFormat):
     Options = TFLiteOptions
     artifact_tags = {"mediapipe": "mediapipe"}
     bundle_platform = "android"
+    float16_on_devices = "LiteRT's GPU delegate and NNAPI when precision loss is allowed"
     bundle_options = {"mediapipe": True}
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
