@@ -39,6 +39,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from fat_deploy.common.verify import Comparison, Tolerance, compare
+from fat_deploy.models.blocks import block_names
 
 HALF_MAX = 65504.0  # float16's largest finite value
 ROOT = "(model)"  # ops run by the model itself, outside any block
@@ -202,30 +203,6 @@ class Float16Arithmetic(TorchDispatchMode):  # type: ignore[no-untyped-call]  # 
 REDUCING_OPS = frozenset({aten.convolution.default, aten.addmm.default, aten.mm.default, aten.bmm.default,
                           aten.native_layer_norm.default, aten.mean.dim, aten.sum.dim_IntList, aten._softmax.default,
                           aten.native_group_norm.default, aten.var.correction})
-
-
-def block_names(model: nn.Module) -> dict[str, nn.Module]:
-    """The modules reported as blocks: the model's direct children (stem, final norm, head), the members of its
-    ``nn.ModuleList``/``nn.Sequential`` children (stages), and, inside a block, the members of its ``nn.ModuleList``
-    children (a stage's FAT blocks), recursively. The ops of a nested block count for the innermost one."""
-    blocks: dict[str, nn.Module] = {}
-
-    def members_of_lists(module: nn.Module, prefix: str) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, nn.ModuleList):
-                for index, member in child.named_children():
-                    blocks[f"{prefix}{name}.{index}"] = member
-                    members_of_lists(member, f"{prefix}{name}.{index}.")
-
-    for name, child in model.named_children():
-        if isinstance(child, (nn.ModuleList, nn.Sequential)):
-            for index, member in child.named_children():
-                blocks[f"{name}.{index}"] = member
-                members_of_lists(member, f"{name}.{index}.")
-        else:
-            blocks[name] = child
-            members_of_lists(child, f"{name}.")
-    return blocks
 
 
 @dataclass

@@ -247,6 +247,12 @@ class ExportFormat(ABC):
                                           img_size=request.img_size, threads=1))
         return unbatch([runner.logits(runner.prepare(group)) for group in batches(inputs, batch)], len(inputs))
 
+    def intermediate_tensors(self, path: Path, request: ExportRequest, image: np.ndarray) -> list[np.ndarray] | None:
+        """Every tensor the runtime computes for one NCHW float32 ``image`` (float values, any layout), to find the
+        first block where the file departs from PyTorch (:mod:`fat_deploy.common.departure`); None where the runtime
+        cannot show them (the default)."""
+        return None
+
     def is_artifact(self, path: Path) -> bool:
         """Whether ``path`` is a file of this format as fat-export writes it (a regular file; a format that writes a
         folder says what belongs in it): ``--force`` and ``--bundle --force`` replace only that."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -12,10 +13,12 @@ import torch
 import torch.nn as nn
 
 from fat_deploy.common.calibration import held_out_inputs, verification_inputs
+from fat_deploy.common.departure import Departure, locate_departure
 from fat_deploy.common.evaluation import accuracy, judging_problem
 from fat_deploy.common.fp16 import Float16Check, check_fp16
 from fat_deploy.common.verify import PROBABILITY_FLOOR, TOLERANCES, Comparison, Tolerance, compare
 from fat_deploy.contract.formats import QUANTIZED, ExportFormat, ExportRequest, RuntimeUnavailable
+from fat_deploy.models.deploy import to_deploy
 from fat_deploy.precision import Precision
 
 
@@ -145,12 +148,32 @@ def verify_artifact(
         notes.append("logits metrics outside the proxy tolerance (not gating: judged by --eval-dir accuracy): "
                       + "; ".join(failures))
         failures = []
+    if failures and (departure := locate(fmt, request, path, inputs[:1], tolerance, notes)) is not None:
+        result["departure"] = departure.as_dict()
+        failures.append(departure.line())
     if (drop := accuracy_problem(result)) is not None:
         failures.append(drop)
     result["passed"] = not failures and not problems
     if failures or problems:
         notes.extend([*problems, *failures])
     return (PASSED if result["passed"] else FAILED), result
+
+
+def locate(fmt: ExportFormat, request: ExportRequest, path: Path, image: np.ndarray,
+           tolerance: Tolerance, notes: list[str]) -> Departure | None:
+    """The first block where a drifting file departs from PyTorch, where its runtime shows intermediate tensors (why
+    it could not be found goes to ``notes``)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # LiteRT: keeping every tensor "is for debugging": it is
+            tensors = fmt.intermediate_tensors(path, request, image)
+    except Exception as error:  # noqa: BLE001 - the comparison already failed; locating it is a bonus
+        notes.append(f"the departing block could not be located: {' '.join(str(error).split())[:200]}")
+        return None
+    if tensors is None:
+        return None
+    reference = request.reference if request.model is request.reference else to_deploy(request.reference)
+    return locate_departure(reference, image, tensors, tolerance.max_abs_rel)
 
 
 def evaluate(request: ExportRequest, result: dict[str, Any], run: Callable[[np.ndarray], np.ndarray],

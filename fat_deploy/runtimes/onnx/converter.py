@@ -27,6 +27,7 @@ from fat_deploy.contract.formats import (
 )
 from fat_deploy.precision import Precision
 from fat_deploy.runtimes.onnx.coverage import onnx_coverage, op_histogram
+from fat_deploy.runtimes.onnx.explain import every_tensor
 from fat_deploy.runtimes.onnx.guide import guide
 from fat_deploy.runtimes.onnx.image_bytes import (
     BYTES_INPUT,
@@ -105,6 +106,9 @@ class OnnxFormat(ExportFormat):
 
     def coverage(self, path: Path) -> Coverage:
         return onnx_coverage(path)
+
+    def intermediate_tensors(self, path: Path, request: ExportRequest, image: np.ndarray) -> list[np.ndarray] | None:
+        return None if request.options.get("image_bytes") else every_tensor(path, image)
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
         return guide(file_name, manifest)

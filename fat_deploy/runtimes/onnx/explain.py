@@ -27,6 +27,19 @@ def _onnx_activations(model_path: Path, inputs: np.ndarray, input_name: str, fol
     return collected
 
 
+def every_tensor(path: Path, image: np.ndarray) -> list[np.ndarray]:
+    """Every node output of the ONNX file at ``path`` for one image, as float32 (integer tensors left out)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    input_name = next(value.name for value in graph.input if value.name not in initializers)
+    with tempfile.TemporaryDirectory() as folder:
+        collected = _onnx_activations(path, image[None] if image.ndim == 3 else image, input_name, Path(folder))
+    return [np.asarray(values[0], dtype=np.float32) for values in collected.values()
+            if values and values[0].dtype.kind == "f"]
+
+
 def explain_onnx(float_path: Path, quant_path: Path, inputs: np.ndarray, input_name: str) -> list[LayerError]:
     """Per-layer error of an onnxruntime-quantized model against the float model it came from."""
     import onnx

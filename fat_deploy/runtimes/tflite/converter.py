@@ -41,7 +41,7 @@ from fat_deploy.runtimes.tflite.app_form import (
     to_app_input,
 )
 from fat_deploy.runtimes.tflite.coverage import tflite_coverage
-from fat_deploy.runtimes.tflite.explain import explain_tflite
+from fat_deploy.runtimes.tflite.explain import every_tensor, explain_tflite
 from fat_deploy.runtimes.tflite.guide import guide
 from fat_deploy.runtimes.tflite.session import TFLiteBackend
 from fat_deploy.version import __version__
@@ -300,6 +300,9 @@ class TFLiteFormat(ExportFormat):
 
     def coverage(self, path: Path) -> Coverage:
         return tflite_coverage(path)
+
+    def intermediate_tensors(self, path: Path, request: ExportRequest, image: np.ndarray) -> list[np.ndarray] | None:
+        return None if request.options.get("mediapipe") else every_tensor(path, image)
 
     def inspect(self, path: Path, request: ExportRequest) -> list[str]:
         from ai_edge_litert.interpreter import Interpreter

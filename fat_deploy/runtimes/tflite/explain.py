@@ -42,6 +42,32 @@ def _tflite_activations(path: Path, inputs: np.ndarray) -> tuple[dict[str, list[
     return collected, layers
 
 
+def every_tensor(path: Path, image: np.ndarray) -> list[np.ndarray]:
+    """Every tensor of the .tflite at ``path`` for one NCHW image (fed as NHWC where the file takes NHWC), as float32
+    (quantized ones dequantized). Kept tensors need LiteRT's built-in kernels: XNNPACK does not keep its own."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(str(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    (source,) = interpreter.get_input_details()
+    batch = image[None] if image.ndim == 3 else image
+    if list(source["shape"]) != list(batch.shape) and source["shape"][-1] == batch.shape[1]:
+        batch = batch.transpose(0, 2, 3, 1)
+    interpreter.set_tensor(source["index"], to_input_dtype(np.ascontiguousarray(batch), source))
+    interpreter.invoke()
+    found = []
+    for detail in interpreter.get_tensor_details():
+        try:
+            value = interpreter.get_tensor(detail["index"])
+        except ValueError:  # freed or constant
+            continue
+        if value.dtype.kind == "f":
+            found.append(np.array(value, dtype=np.float32))
+        elif value.dtype.kind in "iu" and detail["quantization"][0]:
+            found.append(np.array(from_output_dtype(value, detail), dtype=np.float32))
+    return found
+
+
 def explain_tflite(float_path: Path, quant_path: Path, inputs: np.ndarray) -> list[LayerError]:
     """Per-layer error of a quantized .tflite against the float .tflite it came from (same tensor names)."""
     float_acts, _ = _tflite_activations(float_path, inputs)
