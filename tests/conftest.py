@@ -18,6 +18,7 @@ from fake_runtime import FAKE_RUNTIME
 from fat_deploy import registry
 from fat_deploy.cli.export import main as fat_export
 from fat_deploy.models import create_model
+from fat_deploy.models.synthetic import randomize_norm_stats
 
 # The longest end-to-end tests, started first and in this order (seconds in a clean-clone run here): `make test`
 # hands each xdist worker one test at a time (--maxschedchunk 1; a worker starts with two), so the two workers
@@ -25,6 +26,7 @@ from fat_deploy.models import create_model
 # worker 2 with the next two; the rest go to whichever is free.
 STARTED_FIRST = (
     "test_int8_static_pte_is_calibrated_measured_and_verified",  # ~160 s (ExecuTorch PT2E, two lowerings)
+    "test_fat_b0_files_hold_on_aarch64_runtimes",  # ~2 min each: three conversions, three emulated runs
     "test_converters_are_quiet_unless_verbose",  # ~25 s
     "test_executorch_int8_dynamic_holds_accuracy_without_calibration",  # ~90 s
     "test_fp32_pte_is_verified_and_reports_delegation",  # ~80 s: builds the shared --format all exports
@@ -38,22 +40,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return STARTED_FIRST.index(name) if name in STARTED_FIRST else len(STARTED_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep pytest's order
-
-
-def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm/GroupNorm/LayerNorm non-trivial statistics and affine terms, as training does."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
-                module.running_var.copy_(torch.rand(n, generator=generator) * 2.5 + 0.3)
-            if isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)) and module.affine or (
-                    isinstance(module, nn.LayerNorm) and module.elementwise_affine):
-                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.3)
-    return model
 
 
 @pytest.fixture

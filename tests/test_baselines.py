@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import randomize_norm_stats
 
 from fat_deploy.errors import InputSizeError
 from fat_deploy.exporters.api import resolve_img_size
@@ -19,6 +18,7 @@ from fat_deploy.models.baselines.edgevit import TiledDepthwiseUpsample
 from fat_deploy.models.baselines.parcnet import GlobalCircularConv
 from fat_deploy.models.baselines.tiny_moat import relative_position_index
 from fat_deploy.models.deploy import densify_grouped_pointwise
+from fat_deploy.models.synthetic import randomize_norm_stats
 
 PEER_NAMES = list(PEERS)
 

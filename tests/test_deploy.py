@@ -7,7 +7,6 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn as nn
-from conftest import randomize_norm_stats
 from timm.layers import DropPath
 
 from fat_deploy.models import create_model, to_deploy
@@ -22,6 +21,7 @@ from fat_deploy.models.deploy import (
     xnnpack_form,
 )
 from fat_deploy.models.fat import FAT_CONFIGS
+from fat_deploy.models.synthetic import randomize_norm_stats
 
 
 def _max_relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:

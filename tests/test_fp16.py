@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_norm_stats
 
 from fat_deploy import export
 from fat_deploy.common.calibration import verification_inputs
@@ -18,6 +17,7 @@ from fat_deploy.exporters.verification import Status
 from fat_deploy.models import create_model, get_spec, to_deploy
 from fat_deploy.models.deploy import litert_form
 from fat_deploy.models.float16_norms import scale_norms_for_float16
+from fat_deploy.models.synthetic import randomize_norm_stats
 from fat_deploy.precision import Precision
 
 FP16 = TOLERANCES[Precision.FP16]

@@ -13,7 +13,7 @@ from fat_deploy.cli.latency import main as fat_latency
 from fat_deploy.contract.session import BackendError
 from fat_deploy.exporters import export
 from fat_deploy.latency.harness import TIMED, measure
-from fat_deploy.latency.report import REQUIRED_FIELDS, append_jsonl, read_jsonl
+from fat_deploy.latency.report import COLUMNS, REQUIRED_FIELDS, append_jsonl, read_jsonl, rows
 from fat_deploy.latency.stats import noise_problem, summarize
 
 
@@ -48,7 +48,23 @@ def _sane(record, backend: str) -> None:  # type: ignore[no-untyped-def]
 def test_torch_backend_measures(tmp_path: Path) -> None:
     record = measure("fat_b0", "torch", img_size=64, runs=3, warmup=1)
     _sane(record, "torch")
-    assert record.artifact is None
+    assert record.artifact is None and record.fresh_process is None  # no file to load in a process of its own
+
+
+def test_a_fresh_process_measures_what_an_app_pays(onnx_64: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record = measure("fat_b0", "onnxruntime", img_size=64, runs=3, warmup=1, artifact=onnx_64)
+    fresh = record.fresh_process
+    assert fresh is not None and fresh["runtime"] == "onnxruntime" and fresh["steady_runs"] == 5
+    assert 0 < fresh["baseline_mb"] < record.peak_rss_mb  # the child imported onnxruntime, not torch and the rest
+    size_mb = onnx_64.stat().st_size / 2**20
+    assert size_mb * 0.9 < fresh["load_delta_mb"] < size_mb * 6  # the weights at least, not the process
+    assert fresh["first_run_peak_delta_mb"] >= fresh["load_delta_mb"] - 1
+    assert fresh["start_to_first_result_ms"] > fresh["import_ms"] + fresh["load_ms"] + fresh["first_run_ms"] > 0
+    assert fresh["steady_median_ms"] > 0
+    row = dict(zip(COLUMNS, rows([record.as_dict()])[0]))
+    assert float(row["load MB"]) == fresh["load_delta_mb"] and float(row["cold ms"]) > 0 and row["run MB"] != "-"
+    skipped = measure("fat_b0", "onnxruntime", img_size=64, runs=1, warmup=0, artifact=onnx_64, fresh_process=False)
+    assert skipped.fresh_process is None
 
 
 def test_onnxruntime_backend_times_an_artifact(onnx_64: Path) -> None:

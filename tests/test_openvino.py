@@ -13,7 +13,7 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.latency.harness import measure
 from fat_deploy.registry import get_format
-from fat_deploy.runtimes.openvino.session import MODEL_BIN, MODEL_XML, compile_settings
+from fat_deploy.runtimes.openvino.standalone import MODEL_BIN, MODEL_XML, compile_settings
 
 OPENVINO = get_format("openvino")
 

@@ -14,7 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fat_deploy.cli.common import quiet, run_cli, terminal
-from fat_deploy.contract.formats import PRECISIONS, QUANTIZED, ExportFormat
+from fat_deploy.contract.formats import PRECISIONS, QUANTIZED, ExportFormat, ExportRequest
 from fat_deploy.environment import available_cores, check_input_budget
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.api import (
@@ -23,6 +23,7 @@ from fat_deploy.exporters.api import (
     NOT_VERIFIED,
     PASSED,
     Artifact,
+    check_arm64,
     check_calibration_folder,
     check_request_options,
     read_labels,
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="top-1 points an artifact may lose on --eval-dir (default 1.0)")
     parser.add_argument("--no-deploy", action="store_true", help="export the faithful model, not the deploy form")
     parser.add_argument("--no-verify", action="store_true", help="skip running the artifact (status: exported-not-verified)")
+    parser.add_argument("--arm64", action="store_true",
+                        help="also run each verified file with the aarch64 build of its runtime on an emulated "
+                             "Cortex-A76 (qemu user mode; make arm64-root first) and compare with PyTorch")
     parser.add_argument("--force", action="store_true", help="overwrite existing artifacts")
     parser.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
     parser.add_argument("--verbose", action="store_true",
@@ -205,6 +209,12 @@ def _export_all(args: argparse.Namespace) -> int:
         read_labels(args.labels, output_classes(model))
     if args.calibration and any(precision in CALIBRATED for _, precision in plan):
         check_calibration_folder(args.calibration)
+    if args.arm64:
+        for fmt_name, precision in plan:
+            fmt = get_format(fmt_name)
+            check_arm64(fmt, ExportRequest(model_name=spec.name, spec=spec, reference=model, model=model,
+                                           img_size=img_size, precision=parse_precision(precision), batch=args.batch,
+                                           options=_format_options(args, fmt, precision)), not args.no_verify)
     if args.bundle:
         check_bundle_target(Path(args.bundle), args.force)
         with bundle_staging(Path(args.bundle)) as built:
@@ -238,7 +248,7 @@ def _run_plan(args: argparse.Namespace, model: str, plan: list[tuple[str, str]],
                               dict(checkpoint=args.checkpoint, img_size=img_size, batch=args.batch, labels=args.labels,
                                    eval_dir=args.eval_dir, eval_map=args.eval_map,
                                    max_accuracy_drop=args.max_accuracy_drop, deploy=not args.no_deploy,
-                                   verify=not args.no_verify, force=args.force,
+                                   verify=not args.no_verify, arm64=args.arm64, force=args.force,
                                    **_format_options(args, fmt, precision))))
     err = Console(file=terminal().err)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),

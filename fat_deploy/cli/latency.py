@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 20): " + ", ".join(f"{backend.name} ({backend.profiler})" for backend in
                                                          registered_backends().values() if backend.profiler)
                              + "; other runtimes say why they have none")
+    parser.add_argument("--no-fresh-process", action="store_true",
+                        help="skip the second measurement in a process that imports only the runtime (load ms, "
+                             "cold ms from process start to first result, load MB and run MB over that process's "
+                             "baseline)")
     parser.add_argument("--verbose", action="store_true", help="also show converters' and runtimes' own output")
     parser.add_argument("--plot", nargs="+", metavar="PATH", help="with --table: latency-vs-top-1 plot (.png/.svg)")
     return parser
@@ -259,7 +263,7 @@ def _measure_all(args: argparse.Namespace) -> int:
                     precision=args.precision, checkpoint=args.checkpoint, artifact=args.artifact,
                     warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds,
                     deploy=not args.no_deploy, channels_last=args.channels_last, cache_dir=args.cache_dir,
-                    profile_runs=args.profile,
+                    profile_runs=args.profile, fresh_process=not args.no_fresh_process,
                 ))
                 progress.advance(task)
     records = [r.as_dict() for r in results]

@@ -197,6 +197,11 @@ class ExportFormat(ABC):
     # Where devices run this format's float32 files in float16 unasked (a GPU delegate's default, a runtime's
     # default precision on ARMv8.2): such files are also checked in float16 arithmetic, and warned about.
     float16_on_devices: ClassVar[str | None] = None
+    # How intermediate_tensors() reads every tensor of a file (None: it cannot).
+    intermediates_reader: ClassVar[str | None] = None
+    # Whether the emulation root has this format's runtime for aarch64 (fat_deploy.common.aarch64; --arm64): its
+    # backend's standalone adapter is run there.
+    runs_on_aarch64: ClassVar[bool] = False
 
     @property
     def supported_options(self) -> frozenset[str]:

@@ -83,6 +83,9 @@ class Backend(ABC):
     extra: ClassVar[str] = ""  # pip extra that installs it
     device_notes: ClassVar[dict[str, str]] = {}  # why a device it lacks is unavailable, where there is more to say
     profiler: ClassVar[str | None] = None  # the runtime's own per-op profiler that Runner.op_times reads, if any
+    # The runtime's adapter for a process of its own (fat_deploy.common.probe): a module importing numpy and the
+    # runtime only, for fresh-process memory and cold start, and for the ARM64 emulation root. None: none.
+    standalone_adapter: ClassVar[Path | None] = None
 
     def unavailable_reason(self, device: str) -> str | None:
         """Why this backend cannot run on ``device`` here, or None."""

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from fat_deploy.common.aarch64 import unavailable_reason as aarch64_unavailable
 from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, folder_images, verification_inputs
 from fat_deploy.common.evaluation import DEFAULT_MAX_ACCURACY_DROP, Evaluation, load_eval_set
 from fat_deploy.common.files import size_of
@@ -26,12 +27,20 @@ from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
 from fat_deploy.exporters.manifest import build_manifest, manifest_path_for
 from fat_deploy.exporters.options import check_request_options
 from fat_deploy.exporters.placement import check_targets, place_pair, prepare_output_dir, staging_folder
-from fat_deploy.exporters.verification import FAILED, NOT_VERIFIED, PASSED, Status, summarize, verify_artifact
+from fat_deploy.exporters.verification import (
+    FAILED,
+    NOT_VERIFIED,
+    PASSED,
+    Status,
+    summarize,
+    verify_artifact,
+    verify_on_aarch64,
+)
 from fat_deploy.models.deploy import to_deploy
 from fat_deploy.models.float16_norms import scale_norms_for_float16
 from fat_deploy.models.registry import ModelSpec, create_model, get_spec
 from fat_deploy.precision import Precision
-from fat_deploy.registry import get_format
+from fat_deploy.registry import formats, get_format
 from fat_deploy.validation import (
     require_bool,
     require_img_size,
@@ -41,7 +50,7 @@ from fat_deploy.validation import (
     require_str_list,
 )
 
-__all__ = ["Artifact", "CALIBRATED", "FAILED", "NOT_VERIFIED", "PASSED", "Status", "check_calibration_folder",
+__all__ = ["Artifact", "CALIBRATED", "FAILED", "NOT_VERIFIED", "PASSED", "Status", "check_arm64", "check_calibration_folder",
            "check_labels", "check_request_options", "export", "read_labels", "resolve_img_size"]
 
 log = logging.getLogger("fat_deploy")
@@ -121,6 +130,7 @@ def export(
     max_accuracy_drop: float | None = None,
     deploy: bool = True,
     verify: bool = True,
+    arm64: bool = False,
     force: bool = False,
     tolerance: Tolerance | None = None,
     on_stage: Callable[[str], None] | None = None,
@@ -131,7 +141,8 @@ def export(
     ``format_options`` are the format's own options (fields of its ``Options`` dataclass, e.g. ``nhwc=True``
     for tflite); an option the format does not have is an error. User errors (bad name, option, checkpoint,
     folder) raise :class:`FatDeployError` before any work; a conversion or verification failure returns an
-    Artifact with status ``failed`` and leaves no file behind.
+    Artifact with status ``failed`` and leaves no file behind. ``arm64``: also run the verified file with the aarch64
+    build of its runtime under emulation (:mod:`fat_deploy.common.aarch64`); a departure fails it.
     """
     _check_export_arguments(locals())
     stage = on_stage or (lambda _message: None)
@@ -166,6 +177,8 @@ def export(
     if calibration is not None and precision in CALIBRATED:
         check_calibration_folder(calibration)  # empty, unreadable or too small: before any work
     request.evaluation = evaluation_for(request, eval_dir, eval_map, max_accuracy_drop)
+    if arm64:
+        check_arm64(fmt, request, verify)
     target = out_dir / fmt.artifact_name(name, mode, request.options)
     targets = check_targets(target, manifest_path_for(target), force, fmt.is_artifact)
     if deploy:
@@ -177,7 +190,8 @@ def export(
     started = time.perf_counter()
     try:
         with staging_folder(out_dir) as workdir:
-            if _convert_and_verify(fmt, request, workdir / target.name, artifact, verify=verify, tolerance=tolerance,
+            if _convert_and_verify(fmt, request, workdir / target.name, artifact, verify=verify, arm64=arm64,
+                                   tolerance=tolerance,
                                    stage=stage, checkpoint=checkpoint, labels_source=labels_source, deploy=deploy,
                                    started=started):
                 place_pair(workdir / target.name, workdir / targets.manifest.name, targets)
@@ -200,6 +214,20 @@ def evaluation_for(request: ExportRequest, eval_dir: str | Path | None, eval_map
                              eval_map)
     drop = DEFAULT_MAX_ACCURACY_DROP if max_accuracy_drop is None else float(max_accuracy_drop)
     return Evaluation(eval_set, drop)
+
+
+def check_arm64(fmt: ExportFormat, request: ExportRequest, verify: bool) -> None:
+    """Refuse ``--arm64`` where it cannot run, before any work."""
+    able = ", ".join(name for name, other in formats().items() if other.runs_on_aarch64)
+    if not fmt.runs_on_aarch64:
+        raise UnsupportedOptionError(f"--arm64: no aarch64 runtime for {fmt.name} files here (there is for: {able})")
+    if not verify:
+        raise UnsupportedOptionError("--arm64 runs the verification on an emulated ARM CPU: it cannot go with --no-verify")
+    if fmt.io_spec(request)["output"].get("meaning") != "logits":
+        raise UnsupportedOptionError("--arm64 runs plain files (logits out); app forms such as --mediapipe and "
+                                     "--image-bytes are verified on x86 only")
+    if (reason := aarch64_unavailable()) is not None:
+        raise FatDeployError(f"--arm64: {reason}")
 
 
 def check_calibration_folder(folder: str | Path) -> None:
@@ -228,7 +256,7 @@ def _check_export_arguments(arguments: dict[str, Any]) -> None:
     if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
         raise ArgumentError(f"max_accuracy_drop must be a number of points, got {type(drop).__name__}")
     require_str("calibration_method", arguments["calibration_method"], optional=True)
-    for flag in ("deploy", "verify", "force"):
+    for flag in ("deploy", "verify", "arm64", "force"):
         require_bool(flag, arguments[flag])
     model = arguments["model_or_name"]
     if not isinstance(model, (str, nn.Module)):
@@ -254,7 +282,7 @@ def _coverage(fmt: ExportFormat, staged: Path, notes: list[str]) -> dict[str, An
 
 
 def _convert_and_verify(
-    fmt: ExportFormat, request: ExportRequest, staged: Path, artifact: Artifact, *, verify: bool,
+    fmt: ExportFormat, request: ExportRequest, staged: Path, artifact: Artifact, *, verify: bool, arm64: bool,
     tolerance: Tolerance | None, stage: Callable[[str], None], checkpoint: str | Path | None,
     labels_source: str, deploy: bool, started: float,
 ) -> bool:
@@ -295,6 +323,18 @@ def _convert_and_verify(
     else:
         status, verification = NOT_VERIFIED, {"skipped": "--no-verify", "tolerance": check.as_dict()}
         artifact.notes.append("verification skipped (--no-verify)")
+    if arm64 and status != FAILED:
+        stage("running on an emulated ARM64 CPU")
+        passed, verification["aarch64"] = verify_on_aarch64(fmt, request, staged, check, calibrated_on)
+        record = verification["aarch64"]
+        if passed:
+            artifact.notes.append(f"aarch64 ({record['runtime']}, {record['cpu_emulated']} emulated): max abs diff "
+                                  f"{record['comparison']['max_abs_diff']:.1e} vs PyTorch, "
+                                  f"{record['x86_vs_aarch64_max_abs_diff']:.1e} vs x86")
+        else:
+            status = FAILED
+            reason = record.get("failure") or "; ".join(record["comparison"]["failures"])
+            artifact.notes.append(f"aarch64 ({record['cpu_emulated']} emulated): {reason}")
     artifact.comparison = summarize(verification)
     artifact.status = status
     if status == FAILED:

@@ -33,7 +33,7 @@ MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
 def shows_intermediates(fmt: ExportFormat) -> bool:
-    return type(fmt).intermediate_tensors is not ExportFormat.intermediate_tensors
+    return fmt.intermediates_reader is not None
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fat_deploy.common.aarch64 import CPU_MODEL, EmulationError, run_emulated
 from fat_deploy.common.calibration import held_out_inputs, verification_inputs
 from fat_deploy.common.departure import Departure, locate_departure
 from fat_deploy.common.evaluation import accuracy, judging_problem
@@ -157,6 +158,31 @@ def verify_artifact(
     if failures or problems:
         notes.extend([*problems, *failures])
     return (PASSED if result["passed"] else FAILED), result
+
+
+AARCH64_INPUTS = 2  # an emulated FAT-B0 inference takes 5-8 s on this host
+
+
+def verify_on_aarch64(fmt: ExportFormat, request: ExportRequest, path: Path, tolerance: Tolerance,
+                      calibrated_on: Sequence[str] = ()) -> tuple[bool, dict[str, Any]]:
+    """The artifact run by the aarch64 build of its runtime under emulation (``--arm64``) on sample photos (held-out
+    ones for quantized modes), compared with PyTorch under ``tolerance`` and with the x86 run of the same file."""
+    adapter = fmt.backend.standalone_adapter
+    assert fmt.runs_on_aarch64 and adapter is not None
+    if request.precision in QUANTIZED:
+        inputs, names = held_out_inputs(request.spec, request.img_size, list(calibrated_on))
+    else:
+        inputs, names = verification_inputs(request.spec, request.img_size)
+    inputs, names = inputs[:AARCH64_INPUTS], names[:AARCH64_INPUTS]
+    try:
+        emulated = run_emulated(adapter, path, inputs)
+    except EmulationError as error:
+        return False, {"passed": False, "failure": str(error), "cpu_emulated": CPU_MODEL}
+    comparison = compare(reference_logits(request.reference, inputs), emulated.outputs, tolerance)
+    host = fmt.run(path, request, inputs, request.batch)
+    return comparison.passed, {
+        **emulated.describe(), "inputs": names, "comparison": comparison.as_dict(),
+        "x86_vs_aarch64_max_abs_diff": float(np.abs(host - emulated.outputs).max()), "passed": comparison.passed}
 
 
 def locate(fmt: ExportFormat, request: ExportRequest, path: Path, image: np.ndarray,

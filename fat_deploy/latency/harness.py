@@ -31,6 +31,7 @@ from fat_deploy.exporters import export
 from fat_deploy.exporters.api import resolve_img_size
 from fat_deploy.exporters.manifest import manifest_path_for
 from fat_deploy.exporters.placement import PlacementError
+from fat_deploy.latency.fresh import measure_fresh_process
 from fat_deploy.latency.op_profile import profile_ops
 from fat_deploy.latency.stats import noise_problem, summarize
 from fat_deploy.models.deploy import to_deploy
@@ -65,6 +66,9 @@ class Measurement:
     first_run_ms: float | None = None
     peak_rss_mb: float | None = None
     peak_device_mb: float | None = None
+    # What an app pays, from a process that imports only the runtime (fat_deploy.latency.fresh): memory deltas over
+    # its baseline, load and first-run times, process start to first result; None where there is no file to load.
+    fresh_process: dict[str, Any] | None = None
     warmup: int = 0
     artifact: str | None = None
     artifact_sha256: str | None = None
@@ -208,6 +212,7 @@ def measure(
     cache_dir: str | Path | None = None,
     seed: int = 0,
     profile_runs: int = 0,
+    fresh_process: bool = True,
 ) -> Measurement:
     """Time one model on one backend. Unavailable backends return a record with the reason."""
     require_str("model", model)
@@ -272,6 +277,10 @@ def measure(
         log.warning("%s on %s: %s", spec.name, runtime.name, noisy)
     record.peak_rss_mb = _peak_rss_mb()
     record.peak_device_mb = runner.peak_device_memory_mb()
+    adapter = runtime.standalone_adapter
+    if fresh_process and adapter is not None and artifact_path is not None and device == "cpu":
+        record.fresh_process = measure_fresh_process(adapter, artifact_path, batch, size, threads,
+                                                     max(5, min(runs, 20)))
     if profile_runs:  # after timing, never inside it: profilers slow the runs they observe
 
         record.op_profile = profile_ops(runner, prepared, profile_runs, f"{runtime.name} profiler")

@@ -15,7 +15,10 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.registry import backends
 
 COLUMNS = ("model", "backend", "device", "precision", "batch", "input", "threads", "median ms", "p90 ms",
-           "min ms", "std ms", "img/s", "init ms", "first ms", "peak RSS MB", "host", "status")
+           "min ms", "std ms", "img/s", "load ms", "cold ms", "load MB", "run MB", "host", "status")
+# load ms / load MB: loading the file in a fresh process (time, resident memory over the process's baseline after
+# importing the runtime); cold ms: process start to first result there; run MB: the largest resident memory over the
+# baseline during the first and the steady runs. "-" where no file is loaded (torch) or the record predates them.
 STATUSES = ("ok", "unavailable", "error")
 REQUIRED_FIELDS = ("model", "backend", "device", "precision", "batch", "img_size", "threads", "status",
                    "stats", "environment", "timed", "created")
@@ -97,6 +100,12 @@ def record_problem(record: dict[str, Any]) -> str | None:
     for key in ("init_ms", "first_run_ms", "peak_rss_mb", "peak_device_mb"):
         if record.get(key) is not None and not _is_number(record[key]):
             return f"{key} must be a number or null, got {record[key]!r}"
+    fresh = record.get("fresh_process")
+    if fresh is not None and not isinstance(fresh, dict):
+        return f"fresh_process must be an object or null, got {fresh!r}"
+    for key, value in (fresh or {}).items():
+        if key not in ("runtime", "version") and value is not None and not _is_number(value):
+            return f"fresh_process.{key} must be a number or null, got {value!r}"
     return None
 
 
@@ -110,13 +119,17 @@ def rows(records: Iterable[dict[str, Any]]) -> list[list[str]]:
     for r in records:
         s = r.get("stats") or {}
         env = r.get("environment") or {}
+        fresh = r.get("fresh_process") or {}
+        peaks = [fresh.get(key) for key in ("first_run_peak_delta_mb", "steady_peak_delta_mb")]
+        run_peak = max((p for p in peaks if p is not None), default=None)
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason')}"
         table.append([
             r["model"], r["backend"], r["device"], r["precision"], str(r["batch"]),
             "x".join(map(str, r["img_size"])), str(r["threads"]),
             _fmt(s.get("median_ms")), _fmt(s.get("p90_ms")), _fmt(s.get("min_ms")), _fmt(s.get("std_ms")),
-            _fmt(s.get("images_per_s"), 1), _fmt(r.get("init_ms"), 1), _fmt(r.get("first_run_ms"), 1),
-            _fmt(r.get("peak_rss_mb"), 0), f"{env.get('cpu', '?')} ({env.get('cores', '?')} cores)", status,
+            _fmt(s.get("images_per_s"), 1), _fmt(fresh.get("load_ms"), 1),
+            _fmt(fresh.get("start_to_first_result_ms"), 0), _fmt(fresh.get("load_delta_mb"), 1), _fmt(run_peak, 1),
+            f"{env.get('cpu', '?')} ({env.get('cores', '?')} cores)", status,
         ])
     return table
 

@@ -97,6 +97,7 @@ class ExecuTorchBackend(Backend):
     artifact_format = "executorch"
     module, extra = "executorch", "executorch"
     profiler = "ETDump: XNNPACK and portable kernels"
+    standalone_adapter = Path(__file__).with_name("standalone.py")
     device_notes = {"cuda": "cuda: executorch runs .pte programs on CPU (XNNPACK) here; its GPU delegates are "
                             "device-only"}
 

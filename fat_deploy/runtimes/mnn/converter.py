@@ -29,7 +29,8 @@ from fat_deploy.environment import native_stdout_to_stderr
 from fat_deploy.precision import Precision
 from fat_deploy.runtimes.mnn.coverage import mnn_coverage
 from fat_deploy.runtimes.mnn.guide import guide
-from fat_deploy.runtimes.mnn.session import INPUT_NAME, OUTPUT_NAME, MnnBackend
+from fat_deploy.runtimes.mnn.session import MnnBackend
+from fat_deploy.runtimes.mnn.standalone import INPUT_NAME, OUTPUT_NAME
 
 ONNX_OPSET = 20
 BIZ_CODE = "fat-deploy"

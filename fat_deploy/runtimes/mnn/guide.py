@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fat_deploy.runtimes.mnn.session import INPUT_NAME, OUTPUT_NAME, PRECISION, WINOGRAD_LEVEL
+from fat_deploy.runtimes.mnn.standalone import INPUT_NAME, OUTPUT_NAME, PRECISION, WINOGRAD_LEVEL
 
 
 def guide(file_name: str, manifest: dict[str, Any]) -> str:

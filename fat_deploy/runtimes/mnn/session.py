@@ -15,10 +15,7 @@ import numpy as np
 
 from fat_deploy.contract.session import Backend, BackendError, LoadRequest, Runner
 from fat_deploy.environment import native_stdout_to_stderr
-
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
-PRECISION = "high"
-WINOGRAD_HINT, WINOGRAD_LEVEL = 3, 1  # Interpreter::HintMode::WINOGRAD_MEMORY_LEVEL
+from fat_deploy.runtimes.mnn.standalone import INPUT_NAME, OUTPUT_NAME, create_runtime_manager
 
 
 def runtime_manager(threads: int) -> Any:
@@ -27,9 +24,7 @@ def runtime_manager(threads: int) -> Any:
     with native_stdout_to_stderr():
         import MNN
 
-        manager = MNN.nn.create_runtime_manager(({"precision": PRECISION, "numThread": threads, "backend": "CPU"},))
-    manager.set_hint(WINOGRAD_HINT, WINOGRAD_LEVEL)
-    return manager
+        return create_runtime_manager(MNN, threads)
 
 
 class MnnRunner(Runner):
@@ -58,6 +53,7 @@ class MnnBackend(Backend):
     devices = ("cpu",)
     device_notes = {"cuda": "cuda: MNN's GPU backends (OpenCL, Vulkan, Metal) are for phones; not run here"}
     module, extra = "MNN", "mnn"
+    standalone_adapter = Path(__file__).with_name("standalone.py")
 
     def load(self, request: LoadRequest) -> Runner:
         assert request.artifact is not None

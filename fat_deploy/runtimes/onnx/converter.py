@@ -8,7 +8,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -103,6 +103,8 @@ class OnnxFormat(ExportFormat):
     calibration_methods = CALIBRATION_METHODS
     artifact_tags = {"image_bytes": "image-bytes"}
     bundle_platform = "web"
+    intermediates_reader: ClassVar[str | None] = "onnxruntime, every node output added to the graph's outputs"
+    runs_on_aarch64 = True
 
     def coverage(self, path: Path) -> Coverage:
         return onnx_coverage(path)

@@ -63,6 +63,7 @@ class OnnxRuntimeBackend(Backend):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     module, extra = "onnxruntime", "onnx"
     profiler = "session profiling"
+    standalone_adapter = Path(__file__).with_name("standalone.py")
 
     def unavailable_reason(self, device: str) -> str | None:
         if reason := super().unavailable_reason(device):

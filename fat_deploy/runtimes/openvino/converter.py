@@ -24,7 +24,8 @@ from fat_deploy.contract.timing import artifact_latency
 from fat_deploy.precision import Precision
 from fat_deploy.runtimes.openvino.coverage import openvino_coverage
 from fat_deploy.runtimes.openvino.guide import guide
-from fat_deploy.runtimes.openvino.session import MODEL_BIN, MODEL_XML, PRECISION_HINT, OpenVinoBackend
+from fat_deploy.runtimes.openvino.session import OpenVinoBackend
+from fat_deploy.runtimes.openvino.standalone import MODEL_BIN, MODEL_XML, PRECISION_HINT
 
 NNCF_DEFAULTS = ("NNCF defaults: min/max of the weights, the mean over images of each image's activation min/max, "
                  "SmoothQuant, fast bias correction")

@@ -7,7 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 from fat_deploy.contract.coverage import Accelerator, Coverage
-from fat_deploy.runtimes.openvino.session import MODEL_XML, openvino_reason
+from fat_deploy.runtimes.openvino.session import openvino_reason
+from fat_deploy.runtimes.openvino.standalone import MODEL_XML
 
 BOOKKEEPING = {"Constant", "Parameter", "Result"}
 # Ops a converter leaves when a shape is computed at run time: a static IR should have none.

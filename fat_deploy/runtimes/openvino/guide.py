@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fat_deploy.runtimes.openvino.session import MODEL_XML, PRECISION_HINT
+from fat_deploy.runtimes.openvino.standalone import MODEL_XML, PRECISION_HINT
 
 
 def guide(file_name: str, manifest: dict[str, Any]) -> str:

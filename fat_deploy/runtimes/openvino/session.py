@@ -16,24 +16,13 @@ from typing import Any
 import numpy as np
 
 from fat_deploy.contract.session import Backend, BackendError, LoadRequest, OpTime, Runner
-
-MODEL_XML, MODEL_BIN = "model.xml", "model.bin"  # the IR pair inside an artifact folder
-PRECISION_HINT = "f32"
+from fat_deploy.runtimes.openvino.standalone import MODEL_XML, compile_settings
 
 
 def openvino_reason(error: Exception) -> str:
     """OpenVINO's message without its ``Exception from <source>:<line>:`` prefixes, on one line."""
     text = re.sub(r"(Exception from|Check '[^']*' failed at) \S+:\d+:?", " ", str(error))
     return " ".join(text.split())[:200] or type(error).__name__
-
-
-def compile_settings(threads: int, profile: bool = False) -> dict[str, Any]:
-    """What every compiled model here gets: one stream, ``threads`` threads, f32 arithmetic, latency mode."""
-    settings: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-                                "INFERENCE_PRECISION_HINT": PRECISION_HINT, "PERFORMANCE_HINT": "LATENCY"}
-    if profile:
-        settings["PERF_COUNT"] = True
-    return settings
 
 
 class OpenVinoRunner(Runner):
@@ -76,6 +65,7 @@ class OpenVinoBackend(Backend):
     device_notes = {"cuda": "cuda: OpenVINO runs on Intel CPUs, GPUs and NPUs, not on CUDA"}
     module, extra = "openvino", "openvino"
     profiler = "per-layer performance counts"
+    standalone_adapter = Path(__file__).with_name("standalone.py")
 
     def load(self, request: LoadRequest) -> Runner:
         import openvino as ov

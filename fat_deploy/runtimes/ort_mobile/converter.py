@@ -15,6 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fat_deploy.contract.coverage import Coverage, accelerators_line
 from fat_deploy.contract.formats import Conversion, ExportRequest, UnsupportedOptionError
 from fat_deploy.precision import Precision
@@ -46,7 +48,11 @@ class OrtMobileFormat(OnnxFormat):
     suffix = ".ort"
     runtime = "onnxruntime (ORT format)"
     bundle_platform = "android"
+    intermediates_reader = None  # an ORT-format file cannot be given extra outputs: compare the .onnx it came from
 
+
+    def intermediate_tensors(self, path: Path, request: ExportRequest, image: np.ndarray) -> list[np.ndarray] | None:
+        return None
     def coverage(self, path: Path) -> Coverage:
         return ort_format_coverage(path)
 

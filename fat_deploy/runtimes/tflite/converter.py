@@ -117,6 +117,8 @@ class TFLiteFormat(ExportFormat):
     artifact_tags = {"mediapipe": "mediapipe"}
     bundle_platform = "android"
     float16_on_devices = "LiteRT's GPU delegate and NNAPI when precision loss is allowed"
+    intermediates_reader = "LiteRT with every tensor kept (its built-in kernels: XNNPACK keeps none)"
+    runs_on_aarch64 = True
     bundle_options = {"mediapipe": True}
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ class TFLiteBackend(Backend):
     artifact_format = "tflite"
     module, extra = "ai_edge_litert", "tflite"
     device_notes = {"cuda": "cuda: the LiteRT interpreter runs on CPU here (GPU delegates are mobile-only)"}
+    standalone_adapter = Path(__file__).with_name("standalone.py")
 
     def load(self, request: LoadRequest) -> Runner:
         from ai_edge_litert.interpreter import Interpreter

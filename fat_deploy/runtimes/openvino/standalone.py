@@ -1,0 +1,47 @@
+"""OpenVINO's adapter for a process of its own (fat_deploy.common.probe), and the compile settings every OpenVINO
+load here uses (the session imports them from here). Imports numpy, and openvino only when loading."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RUNTIME = "openvino"
+MODEL_XML, MODEL_BIN = "model.xml", "model.bin"  # the IR pair inside an artifact folder
+PRECISION_HINT = "f32"
+
+
+def compile_settings(threads: int, profile: bool = False) -> dict[str, Any]:
+    """What every compiled model here gets: one stream, ``threads`` threads, f32 arithmetic, latency mode."""
+    settings: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                "INFERENCE_PRECISION_HINT": PRECISION_HINT, "PERFORMANCE_HINT": "LATENCY"}
+    if profile:
+        settings["PERF_COUNT"] = True
+    return settings
+
+
+def version() -> str:
+    import openvino as ov
+
+    return str(ov.get_version())
+
+
+def import_runtime() -> None:
+    import openvino  # noqa: F401
+
+
+def load(artifact: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(Path(artifact) / MODEL_XML))
+    request = core.compile_model(model, "CPU", compile_settings(threads)).create_infer_request()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.array(request.infer({0: np.ascontiguousarray(batch, np.float32)}, share_inputs=True)[0], np.float32)
+
+    run.batch = int(model.inputs[0].get_partial_shape()[0].get_length())  # type: ignore[attr-defined]
+    return run
