@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
     host = host_info()
-    print(f"host: {host.get('cpu')}; torch {torch.__version__}; {args.size} px; 6 photos + 2 random inputs "
+    print(f"host: {host.get('cpu')} family {host.get('cpu_family')} model {host.get('cpu_model_number')}, "
+          f"{host.get('cores')} cores; torch {torch.__version__}; {args.size} px; 6 photos + 2 random inputs "
           "(float16 accumulation on the first 2)")
     print(f"{'model':8} {'form':7} {'rewrite':8} {'arithmetic':18} {'overflow / tightest margin':48} drift")
     for name in args.models:
