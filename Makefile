@@ -4,16 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check testbed arm64-root demo test test-fast clean
+.PHONY: setup check testbed arm64-root browser demo test test-fast clean
 
 setup: $(STAMP)
 
 # Re-installs only when the pins or the package metadata change.
-$(STAMP): constraints.txt pyproject.toml
+$(STAMP): constraints.txt pyproject.toml package.json package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[all,dev]"
 	$(PY) -m pip check
+	# onnxruntime-web for the bundle's web page (package.json pins it); without npm the page ships without it and says so
+	if command -v npm > /dev/null; then npm ci --no-audit --no-fund --silent; else echo "npm not found: no onnxruntime-web"; fi
 	touch $(STAMP)
 
 # Export FAT-B0 to every format (verified), then regenerate the paper's efficiency table (12 models,
@@ -44,11 +46,17 @@ ARM64_POSSIBLE := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null 
 arm64-root: setup
 	scripts/arm64-root.sh "$(ARM64_ROOT)" $(VENV)/bin/pip
 
+# Headless Chromium for the web page's test (Debian's chromium; root and apt-get, like the ARM64 root, after it:
+# one apt at a time). Elsewhere the browser tests are skipped and say why.
+browser: arm64-root
+	@command -v chromium > /dev/null || [ "$(ARM64_POSSIBLE)" != 1 ] || apt-get install -y -qq chromium > /dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq chromium > /dev/null; }
+
 # Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long); one
 # test handed out at a time, the longest first (tests/conftest.py, STARTED_FIRST), so both finish together.
 test: setup
-	$(MAKE) --no-print-directory -j2 check testbed arm64-root  # mypy (one core) beside the test bed's training
-	FAT_DEPLOY_ARM64_ROOT="$(ARM64_ROOT)" FAT_DEPLOY_EXPECT_ARM64=$(ARM64_POSSIBLE) \
+	$(MAKE) --no-print-directory -j2 check testbed arm64-root browser  # mypy (one core) beside the test bed's training
+	FAT_DEPLOY_ARM64_ROOT="$(ARM64_ROOT)" FAT_DEPLOY_EXPECT_ARM64=$(ARM64_POSSIBLE) FAT_DEPLOY_EXPECT_BROWSER=$(ARM64_POSSIBLE) \
 		$(PY) -m pytest -n 2 --maxschedchunk 1 --durations=25
 
 test-fast: setup

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from fat_deploy.contract.session import BackendError
 from fat_deploy.exporters import export
 from fat_deploy.latency.harness import TIMED, measure
 from fat_deploy.latency.report import COLUMNS, REQUIRED_FIELDS, append_jsonl, read_jsonl, rows
-from fat_deploy.latency.stats import noise_problem, summarize
+from fat_deploy.latency.stats import BUSY_HOST_SHARE, busy_host_problem, noise_problem, summarize
 
 
 def test_stats_on_known_samples() -> None:
@@ -205,3 +208,19 @@ def test_a_disturbed_measurement_says_so() -> None:
     problem = noise_problem(busy)
     assert problem is not None and problem.startswith("noisy timing: std") and "p90 " in problem
     assert noise_problem(summarize([10.0, 30.0])) is None  # too few runs to judge
+
+
+def test_other_processes_cpu_time_is_noticed(onnx_64: Path) -> None:
+    assert busy_host_problem(0.05) is None and busy_host_problem(None) is None
+    assert (problem := busy_host_problem(0.6)) is not None and problem.startswith("busy host: other processes used 60%")
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.5)
+        record = measure("fat_b0", "onnxruntime", img_size=64, runs=40, warmup=1, artifact=onnx_64,
+                         fresh_process=False)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert record.stats is not None and record.stats["others_cpu_share"] > BUSY_HOST_SHARE
+    assert record.note is not None and "busy host: other processes used" in record.note

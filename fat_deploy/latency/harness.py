@@ -33,7 +33,7 @@ from fat_deploy.exporters.manifest import manifest_path_for
 from fat_deploy.exporters.placement import PlacementError
 from fat_deploy.latency.fresh import measure_fresh_process
 from fat_deploy.latency.op_profile import profile_ops
-from fat_deploy.latency.stats import noise_problem, summarize
+from fat_deploy.latency.stats import HostLoad, busy_host_problem, noise_problem, summarize
 from fat_deploy.models.deploy import to_deploy
 from fat_deploy.models.registry import create_model, get_spec
 from fat_deploy.precision import parse_precision
@@ -269,12 +269,17 @@ def measure(
     record.init_ms = (time.perf_counter() - start) * 1e3
     inputs = np.random.default_rng(seed).standard_normal((batch, 3, *size)).astype(np.float32)
     prepared = runner.prepare(inputs)
+    load = HostLoad()
     record.first_run_ms, samples = time_runner(runner, prepared, warmup, runs, min_seconds)
+    others = load.others_share()
     stats = summarize(samples, batch)
     record.stats = stats.as_dict()
-    if noisy := noise_problem(stats):  # a median is only as good as the machine was quiet
-        record.note = f"{record.note}; {noisy}" if record.note else noisy
-        log.warning("%s on %s: %s", spec.name, runtime.name, noisy)
+    if others is not None:
+        record.stats["others_cpu_share"] = round(others, 4)
+    for problem in (noise_problem(stats), busy_host_problem(others)):  # a median is only as good as the machine
+        if problem:
+            record.note = f"{record.note}; {problem}" if record.note else problem
+            log.warning("%s on %s: %s", spec.name, runtime.name, problem)
     record.peak_rss_mb = _peak_rss_mb()
     record.peak_device_mb = runner.peak_device_memory_mb()
     adapter = runtime.standalone_adapter

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -57,3 +60,42 @@ def summarize(samples_ms: list[float] | np.ndarray, batch: int = 1) -> TimingSta
         p99_ms=float(np.percentile(samples, 99)),
         images_per_s=batch * 1000.0 / median if median > 0 else math.inf,
     )
+
+
+BUSY_HOST_SHARE = 0.20  # other processes' CPU time during the timed runs, as a share of all cores' time
+
+
+class HostLoad:
+    """Other processes' CPU time while something is timed: /proc/stat's busy time of all cores minus this process's
+    own CPU time (Linux; elsewhere nothing is known and nothing is claimed)."""
+
+    def __init__(self) -> None:
+        self.started = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except (OSError, IndexError):
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        own = os.times()
+        return (user + nice + system + irq + softirq + steal) / ticks, own.user + own.system, time.monotonic()
+
+    def others_share(self) -> float | None:
+        """Other processes' share of all cores' time since this object was made, or None."""
+        ended = self._sample()
+        if self.started is None or ended is None:
+            return None
+        busy, own, wall = (after - before for after, before in zip(ended, self.started))
+        cores = os.cpu_count() or 1
+        return max(0.0, busy - own) / (wall * cores) if wall > 0 else None
+
+
+def busy_host_problem(share: float | None) -> str | None:
+    """The warning when other processes used much of the CPU while timing, else None."""
+    if share is None or share <= BUSY_HOST_SHARE:
+        return None
+    return (f"busy host: other processes used {share:.0%} of the CPU time of all cores during the timed runs; "
+            "the timings share the machine with them")

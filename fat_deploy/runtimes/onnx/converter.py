@@ -43,6 +43,7 @@ from fat_deploy.runtimes.onnx.image_bytes import (
 )
 from fat_deploy.runtimes.onnx.quantize import CALIBRATION_METHODS, ONNX_QUANTIZED, quantize
 from fat_deploy.runtimes.onnx.session import OnnxRuntimeBackend
+from fat_deploy.runtimes.onnx.web_page import page_section, write_web_page
 
 OPSET = 20
 IMAGE_BYTES_PHOTOS = 4  # shipped photos, each encoded as JPEG and PNG, for the --image-bytes check
@@ -113,7 +114,10 @@ class OnnxFormat(ExportFormat):
         return None if request.options.get("image_bytes") else every_tensor(path, image)
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
-        return guide(file_name, manifest)
+        return guide(file_name, manifest) + "\n\n" + page_section()
+
+    def write_bundle_extras(self, folder: Path, manifest: dict[str, Any]) -> list[str]:
+        return write_web_page(folder, manifest)
 
     def check_options(self, precision: Precision, options: dict[str, Any]) -> None:
         super().check_options(precision, options)
