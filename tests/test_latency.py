@@ -14,6 +14,7 @@ import torch
 
 from fat_deploy.cli.latency import main as fat_latency
 from fat_deploy.contract.session import BackendError
+from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.latency.harness import TIMED, measure
 from fat_deploy.latency.report import COLUMNS, REQUIRED_FIELDS, append_jsonl, read_jsonl, rows
@@ -224,3 +225,23 @@ def test_other_processes_cpu_time_is_noticed(onnx_64: Path) -> None:
             spinner.wait()
     assert record.stats is not None and record.stats["others_cpu_share"] > BUSY_HOST_SHARE
     assert record.note is not None and "busy host: other processes used" in record.note
+
+
+@pytest.mark.slow
+def test_end_to_end_times_each_stage_of_each_file_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = fat_latency(["--model", "fat_b0", "--backend", "onnxruntime", "--img-size", "64", "--runs", "3", "--warmup", "1",
+                 "--end-to-end", "--cache-dir", str(tmp_path), "--json", str(tmp_path / "records.jsonl"),
+                 "--no-fresh-process"])
+    out = capsys.readouterr().out
+    assert code == 0 and "image to label" in out
+    (record,) = read_jsonl([tmp_path / "records.jsonl"])
+    plain, app = record["end_to_end"]
+    assert plain["form"] == "plain file"
+    assert [s["stage"] for s in plain["stages"]] == ["decode", "preprocess", "inference", "postprocess"]
+    assert app["form"] == "--image-bytes file" and [s["stage"] for s in app["stages"]] == ["decode", "classify"]
+    assert "onnxruntime-extensions" in app["client"] and "JPEG/PNG decode" in app["inside"]
+    for form in (plain, app):
+        assert form["images"] >= 6 and all(s["ms"] > 0 for s in form["stages"])
+        assert abs(sum(s["share"] for s in form["stages"]) - 1) < 0.01 and form["total_ms"] > 0
+    with pytest.raises(FatDeployError, match="leave --batch at 1"):
+        measure("fat_b0", "torch", img_size=64, batch=2, end_to_end=True)

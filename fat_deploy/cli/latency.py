@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the second measurement in a process that imports only the runtime (load ms, "
                              "cold ms from process start to first result, load MB and run MB over that process's "
                              "baseline)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="also time image to label on JPEG photos, stage by stage: decode, preprocess, inference, "
+                             "postprocess for the plain file, and the format's app-ready form (--mediapipe TFLite "
+                             "through MediaPipe's ImageClassifier, --image-bytes ONNX through onnxruntime-extensions)")
     parser.add_argument("--verbose", action="store_true", help="also show converters' and runtimes' own output")
     parser.add_argument("--plot", nargs="+", metavar="PATH", help="with --table: latency-vs-top-1 plot (.png/.svg)")
     return parser
@@ -264,13 +269,17 @@ def _measure_all(args: argparse.Namespace) -> int:
                     warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds,
                     deploy=not args.no_deploy, channels_last=args.channels_last, cache_dir=args.cache_dir,
                     profile_runs=args.profile, fresh_process=not args.no_fresh_process,
+                    end_to_end=args.end_to_end,
                 ))
                 progress.advance(task)
     records = [r.as_dict() for r in results]
     console.print(rich_table(records, "fat-latency (median is the headline; random weights, latency only)"))
     for line in environment_lines(records):
         console.print(f"environment: {line}")
-    console.print(f"timed: {TIMED}; init = session/interpreter creation; first = first invocation")
+    console.print(f"timed: {TIMED}; load/cold/MB columns: a fresh process importing only the runtime "
+                  "(cold = process start to first result)")
+    if args.end_to_end:
+        console.print(end_to_end_table(records))
     for record in records:
         if record.get("op_profile"):
             for line in op_profile_tables(record):
@@ -279,6 +288,19 @@ def _measure_all(args: argparse.Namespace) -> int:
         _append(args.json, records)
     _write_outputs(args, records)
     return 0
+
+
+def end_to_end_table(records: list[dict[str, Any]]) -> Table:
+    """--end-to-end: one row per file form, each stage's median ms and share of the total."""
+    table = Table(title="image to label (JPEG photos, median ms per photo, share of the total)", title_justify="left")
+    for column in ("model", "backend", "file", "client", "stages", "total ms", "the call does itself"):
+        table.add_column(column, justify="right" if column == "total ms" else "left")
+    for record in records:
+        for form in record.get("end_to_end") or []:
+            stages = ", ".join(f"{s['stage']} {s['ms']:.1f} ({s['share']:.0%})" for s in form["stages"])
+            table.add_row(record["model"], record["backend"], form["form"], form["client"], stages,
+                          f"{form['total_ms']:.1f}", form["inside"] or "-")
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -178,6 +179,19 @@ def explain_option() -> Any:
                   default=False)
 
 
+@dataclass
+class AppClassifier:
+    """An app-ready file's own call from an encoded image to class scores, as an app makes it (fat-latency
+    --end-to-end). ``decode`` is what the app does before the call (the identity where the file takes the bytes);
+    ``inside`` names what the call does itself."""
+
+    client: str
+    decode: Callable[[bytes], Any]
+    classify: Callable[[Any], np.ndarray]
+    inside: str
+    close: Callable[[], None] = lambda: None
+
+
 class ExportFormat(ABC):
     """A target format: converts a model into a file and runs that file where it can."""
 
@@ -202,6 +216,8 @@ class ExportFormat(ABC):
     # Whether the emulation root has this format's runtime for aarch64 (fat_deploy.common.aarch64; --arm64): its
     # backend's standalone adapter is run there.
     runs_on_aarch64: ClassVar[bool] = False
+    # The option that makes the format's app-ready form (e.g. "mediapipe"), whose file app_classifier() runs.
+    app_option: ClassVar[str | None] = None
 
     @property
     def supported_options(self) -> frozenset[str]:
@@ -256,6 +272,10 @@ class ExportFormat(ABC):
         """Every tensor the runtime computes for one NCHW float32 ``image`` (float values, any layout), to find the
         first block where the file departs from PyTorch (:mod:`fat_deploy.common.departure`); None where the runtime
         cannot show them (the default)."""
+        return None
+
+    def app_classifier(self, path: Path) -> AppClassifier | None:
+        """The app-ready form's (``app_option``) image-to-scores call on the file at ``path``; None: no such form."""
         return None
 
     def is_artifact(self, path: Path) -> bool:

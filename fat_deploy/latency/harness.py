@@ -23,7 +23,7 @@ import torch
 
 from fat_deploy import version as version_module
 from fat_deploy.common.files import sha256_of
-from fat_deploy.contract.session import BackendError, LoadRequest
+from fat_deploy.contract.session import BackendError, LoadRequest, Runner
 from fat_deploy.contract.timing import time_runner
 from fat_deploy.environment import available_cores, check_input_budget, host_info
 from fat_deploy.errors import FatDeployError
@@ -31,6 +31,7 @@ from fat_deploy.exporters import export
 from fat_deploy.exporters.api import resolve_img_size
 from fat_deploy.exporters.manifest import manifest_path_for
 from fat_deploy.exporters.placement import PlacementError
+from fat_deploy.latency.end_to_end import app_form, encoded_photos, plain_file
 from fat_deploy.latency.fresh import measure_fresh_process
 from fat_deploy.latency.op_profile import profile_ops
 from fat_deploy.latency.stats import HostLoad, busy_host_problem, noise_problem, summarize
@@ -69,6 +70,9 @@ class Measurement:
     # What an app pays, from a process that imports only the runtime (fat_deploy.latency.fresh): memory deltas over
     # its baseline, load and first-run times, process start to first result; None where there is no file to load.
     fresh_process: dict[str, Any] | None = None
+    # --end-to-end: image-to-label stages on JPEG files, for the plain file and the format's app-ready form
+    # (fat_deploy.latency.end_to_end).
+    end_to_end: list[dict[str, Any]] | None = None
     warmup: int = 0
     artifact: str | None = None
     artifact_sha256: str | None = None
@@ -129,7 +133,7 @@ def check_settings(threads: int, batch: int, warmup: int, runs: int, min_seconds
 
 
 def artifact_for(model_name: str, fmt: str, precision: str, img_size: tuple[int, int], batch: int,
-                 checkpoint: str | Path | None, cache_dir: Path) -> Path:
+                 checkpoint: str | Path | None, cache_dir: Path, options: dict[str, Any] | None = None) -> Path:
     """Export (and verify) the artifact the backend runs, reusing an earlier one from the cache.
 
     The cache is keyed by what produced the file (fat-deploy's code and the converters' versions), and a
@@ -138,12 +142,12 @@ def artifact_for(model_name: str, fmt: str, precision: str, img_size: tuple[int,
 
     folder = cache_dir / producer_key() / f"{img_size[0]}x{img_size[1]}_b{batch}" / (
         sha256_of(Path(checkpoint))[:12] if checkpoint else "random-init")
-    target = folder / get_format(fmt).artifact_name(model_name, parse_precision(precision), {})
+    target = folder / get_format(fmt).artifact_name(model_name, parse_precision(precision), options or {})
     if cached_artifact_problem(target, model_name, fmt, precision) is None:
         return target
     try:
         artifact = export(model_name, fmt, precision, folder, checkpoint=checkpoint, img_size=img_size, batch=batch,
-                          force=True)
+                          force=True, **(options or {}))
     except PlacementError:  # another run put the same artifact in place meanwhile: use it if it checks out
         if cached_artifact_problem(target, model_name, fmt, precision) is None:
             return target
@@ -193,6 +197,26 @@ def artifact_manifest_problem(path: Path, expected: dict[str, Any]) -> str | Non
     return None  # input shapes are checked by the backend when it loads the file
 
 
+END_TO_END_REPEATS = 3
+
+
+def image_to_label(runner: Runner, backend: str, artifact_format: str | None, model: str, precision: str,
+                   size: tuple[int, int], checkpoint: str | Path | None, cache: Path,
+                   app_form_too: bool) -> list[dict[str, Any]]:
+    """--end-to-end: the plain file's four stages, then the format's app-ready form (exported into the cache)."""
+    photos = encoded_photos()
+    forms = [plain_file(runner, get_spec(model), size, photos, END_TO_END_REPEATS, backend).as_dict()]
+    fmt = get_format(artifact_format) if artifact_format else None
+    if fmt is None or fmt.app_option is None or not app_form_too:
+        return forms
+    path = artifact_for(model, fmt.name, precision, size, 1, checkpoint, cache, {fmt.app_option: True})
+    classifier = fmt.app_classifier(path)
+    if classifier is not None:
+        flag = "--" + fmt.app_option.replace("_", "-")
+        forms.append(app_form(classifier, f"{flag} file", photos, END_TO_END_REPEATS).as_dict())
+    return forms
+
+
 def measure(
     model: str,
     backend: str = "onnxruntime",
@@ -213,6 +237,7 @@ def measure(
     seed: int = 0,
     profile_runs: int = 0,
     fresh_process: bool = True,
+    end_to_end: bool = False,
 ) -> Measurement:
     """Time one model on one backend. Unavailable backends return a record with the reason."""
     require_str("model", model)
@@ -225,6 +250,8 @@ def measure(
     check_device(device)
     check_settings(threads, batch, warmup, runs, min_seconds)
     require_int("--profile", profile_runs, minimum=0)
+    if end_to_end and batch != 1:
+        raise BackendError("--end-to-end times one photo at a time: leave --batch at 1")
 
     spec = get_spec(model)
     size = resolve_img_size(img_size, spec)
@@ -286,6 +313,10 @@ def measure(
     if fresh_process and adapter is not None and artifact_path is not None and device == "cpu":
         record.fresh_process = measure_fresh_process(adapter, artifact_path, batch, size, threads,
                                                      max(5, min(runs, 20)))
+    if end_to_end:
+        cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE") or Path.home() / ".cache" / "fat-deploy")
+        record.end_to_end = image_to_label(runner, runtime.name, runtime.artifact_format, spec.name, precision, size,
+                                           checkpoint, cache, app_form_too=artifact is None)
     if profile_runs:  # after timing, never inside it: profilers slow the runs they observe
 
         record.op_profile = profile_ops(runner, prepared, profile_runs, f"{runtime.name} profiler")

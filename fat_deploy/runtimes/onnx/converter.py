@@ -16,6 +16,7 @@ import torch
 from fat_deploy.common.calibration import sample_photos
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import (
+    AppClassifier,
     Conversion,
     ExportFormat,
     ExportRequest,
@@ -106,6 +107,7 @@ class OnnxFormat(ExportFormat):
     bundle_platform = "web"
     intermediates_reader: ClassVar[str | None] = "onnxruntime, every node output added to the graph's outputs"
     runs_on_aarch64 = True
+    app_option: ClassVar[str | None] = "image_bytes"
 
     def coverage(self, path: Path) -> Coverage:
         return onnx_coverage(path)
@@ -118,6 +120,13 @@ class OnnxFormat(ExportFormat):
 
     def write_bundle_extras(self, folder: Path, manifest: dict[str, Any]) -> list[str]:
         return write_web_page(folder, manifest)
+
+    def app_classifier(self, path: Path) -> AppClassifier | None:
+        runner = session(path)
+        return AppClassifier(
+            client="onnxruntime + onnxruntime-extensions", decode=lambda data: np.frombuffer(data, dtype=np.uint8),
+            classify=lambda data: np.asarray(runner.run(None, {BYTES_INPUT: data})[0]),
+            inside="JPEG/PNG decode, resize, crop, normalise, inference, softmax (all in the graph)")
 
     def check_options(self, precision: Precision, options: dict[str, Any]) -> None:
         super().check_options(precision, options)

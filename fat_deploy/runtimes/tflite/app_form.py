@@ -17,15 +17,18 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
+from PIL import Image, ImageOps
 
 from fat_deploy.common.labels import labels_text
 from fat_deploy.common.verify import is_tie
+from fat_deploy.contract.formats import AppClassifier
 from fat_deploy.models.deploy import PixelNormalize
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -177,6 +180,29 @@ def mediapipe_classify(path: Path, images: np.ndarray, top_k: int) -> list[list[
     return results
 
 
+def mediapipe_classifier(path: Path) -> AppClassifier:
+    """MediaPipe's ``ImageClassifier`` on the --mediapipe file at ``path``, as an app calls it: the app decodes the
+    image (here with Pillow, EXIF orientation applied) into an ``mp.Image``; the classifier does the rest."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=5)
+    classifier = vision.ImageClassifier.create_from_options(options)
+
+    def decode(data: bytes) -> Any:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(pixels))
+
+    def classify(image: Any) -> np.ndarray:
+        categories = classifier.classify(image).classifications[0].categories
+        return np.array([(c.index, c.score) for c in categories], dtype=np.float32)
+
+    return AppClassifier(client=f"MediaPipe ImageClassifier {version('mediapipe')}", decode=decode, classify=classify,
+                         inside="resize and crop (region of interest), normalise, inference, softmax, top 5",
+                         close=classifier.close)
+
+
 def mediapipe_check(path: Path, images: np.ndarray, expected: np.ndarray, tolerance: float,
                     top_k: int = 5) -> dict[str, Any]:
     """MediaPipe's top-k on uint8 images against ``expected`` probabilities (same images, same file or model).
@@ -198,7 +224,6 @@ def mediapipe_check(path: Path, images: np.ndarray, expected: np.ndarray, tolera
                 failures.append(f"image {number} rank {rank + 1}: class {index}, expected {int(wanted)}")
     if worst > tolerance:
         failures.append(f"scores differ by up to {worst:.2e} (tolerance {tolerance:.0e})")
-    from importlib.metadata import version
 
     return {"client": "mediapipe.tasks ImageClassifier", "version": version("mediapipe"), "images": len(images),
             "top_k": top_k,

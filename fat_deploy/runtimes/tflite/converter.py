@@ -17,6 +17,7 @@ from fat_deploy.common.explain import EXPLAIN_METHOD, explain_inputs, report
 from fat_deploy.common.verify import PROBABILITY_FLOOR
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import (
+    AppClassifier,
     Calibration,
     Conversion,
     Explanation,
@@ -37,6 +38,7 @@ from fat_deploy.runtimes.tflite.app_form import (
     MediaPipeClassifier,
     attach_metadata,
     mediapipe_check,
+    mediapipe_classifier,
     read_metadata,
     to_app_input,
 )
@@ -119,6 +121,7 @@ class TFLiteFormat(ExportFormat):
     float16_on_devices = "LiteRT's GPU delegate and NNAPI when precision loss is allowed"
     intermediates_reader = "LiteRT with every tensor kept (its built-in kernels: XNNPACK keeps none)"
     runs_on_aarch64 = True
+    app_option = "mediapipe"
     bundle_options = {"mediapipe": True}
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
@@ -302,6 +305,9 @@ class TFLiteFormat(ExportFormat):
 
     def coverage(self, path: Path) -> Coverage:
         return tflite_coverage(path)
+
+    def app_classifier(self, path: Path) -> AppClassifier | None:
+        return mediapipe_classifier(path)
 
     def intermediate_tensors(self, path: Path, request: ExportRequest, image: np.ndarray) -> list[np.ndarray] | None:
         return None if request.options.get("mediapipe") else every_tensor(path, image)
