@@ -16,6 +16,7 @@ from fat_deploy.cli.latency import main as fat_latency
 from fat_deploy.contract.session import BackendError
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
+from fat_deploy.latency.charts import cost_plot, op_profile_chart
 from fat_deploy.latency.harness import TIMED, measure
 from fat_deploy.latency.report import COLUMNS, REQUIRED_FIELDS, append_jsonl, read_jsonl, rows
 from fat_deploy.latency.stats import BUSY_HOST_SHARE, busy_host_problem, noise_problem, summarize
@@ -245,3 +246,22 @@ def test_end_to_end_times_each_stage_of_each_file_form(tmp_path: Path, capsys: p
         assert abs(sum(s["share"] for s in form["stages"]) - 1) < 0.01 and form["total_ms"] > 0
     with pytest.raises(FatDeployError, match="leave --batch at 1"):
         measure("fat_b0", "torch", img_size=64, batch=2, end_to_end=True)
+
+
+def test_charts_draw_where_time_and_memory_go(onnx_64: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    record = measure("fat_b0", "onnxruntime", img_size=64, runs=3, warmup=1, artifact=onnx_64, profile_runs=2)
+    eager = measure("fat_b0", "torch", img_size=64, runs=2, warmup=0, profile_runs=2)
+    records = [record.as_dict(), eager.as_dict()]
+    svg = tmp_path / "profile.svg"
+    assert op_profile_chart(records, [svg, tmp_path / "profile.png"]) == 2
+    text = svg.read_text()
+    assert "fat_b0 on onnxruntime (fp32)" in text and "fat_b0 on torch (fp32)" in text and "Conv" in text
+    assert (tmp_path / "profile.png").read_bytes().startswith(b"\x89PNG")
+    cost = tmp_path / "cost.svg"
+    assert cost_plot(records, [cost]) == 1  # torch runs no file: no load memory to plot
+    assert "fat_b0 / onnxruntime" in cost.read_text()
+    for argv, expected in ((["--profile-chart", str(tmp_path / "a.png")], "add --profile"),
+                           (["--cost-plot", str(tmp_path / "a.jpg")], "use a .png, .svg or .pdf")):
+        assert fat_latency(["--model", "fat_b0", "--backend", "torch", "--img-size", "64", *argv]) == 2
+        assert expected in capsys.readouterr().err

@@ -17,6 +17,7 @@ from rich.table import Table
 from fat_deploy.cli.common import quiet, run_cli, terminal
 from fat_deploy.common.inputs import check_model_input
 from fat_deploy.errors import FatDeployError
+from fat_deploy.latency import charts
 from fat_deploy.latency import table as paper_table
 from fat_deploy.latency.harness import TIMED, Measurement, check_settings, measure
 from fat_deploy.latency.report import (
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "through MediaPipe's ImageClassifier, --image-bytes ONNX through onnxruntime-extensions)")
     parser.add_argument("--verbose", action="store_true", help="also show converters' and runtimes' own output")
     parser.add_argument("--plot", nargs="+", metavar="PATH", help="with --table: latency-vs-top-1 plot (.png/.svg)")
+    parser.add_argument("--profile-chart", nargs="+", metavar="PATH",
+                        help="with --profile: stacked bars of ms per run by op type, one per runtime (.png/.svg)")
+    parser.add_argument("--cost-plot", nargs="+", metavar="PATH",
+                        help="latency against the memory to load each file (fresh process), marker area the file "
+                             "size (.png/.svg; with --table too)")
     return parser
 
 
@@ -165,9 +171,9 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
     if args.checkpoint:
         raise FatDeployError("--table times every model with random weights (latency does not depend on them); "
                              "drop --checkpoint")
-    for path in args.plot or []:
-        if Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
-            raise FatDeployError(f"--plot {path}: use a .png, .svg or .pdf file name")
+    if args.profile_chart:
+        raise FatDeployError("--profile-chart draws --profile's per-op times: run it without --table")
+    _check_image_names(args)
     rows_wanted = paper_table.table_models()
     if args.model and "all" not in args.model:
         wanted = {get_spec(name).name for name in args.model}
@@ -177,7 +183,7 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
         rows_wanted = [(label, name) for label, name in rows_wanted if name in wanted]
     chosen_backends = [get_backend(name).name for name in dict.fromkeys(args.backend)]
     check_settings(args.threads, 1, args.warmup, args.runs, args.min_seconds)
-    _check_writable([p for p in (args.json, args.markdown, args.csv, *(args.plot or [])) if p])
+    _check_writable([p for p in (args.json, args.markdown, args.csv, *(args.plot or []), *(args.cost_plot or [])) if p])
     names = [name for _, name in rows_wanted]
     err = Console(file=terminal().err)
     if args.merge:
@@ -219,6 +225,7 @@ def _table_main(args: argparse.Namespace, console: Console) -> int:
         _write(args.csv, paper_table.csv_table(rows, chosen_backends))
     if args.plot:
         paper_table.plot(rows, chosen_backends[0], args.plot, environment=env[0] if env else "")
+    _draw(args, records)
     return 0
 
 
@@ -238,12 +245,15 @@ def _measure_all(args: argparse.Namespace) -> int:
     args.model = args.model or list(DEFAULT_MODELS)
     if args.merge and args.profile:
         raise FatDeployError("--merge only rebuilds tables from stored records; --profile needs a measurement")
-    if args.merge:
+    if args.merge:  # the charts are drawn from the stored records too
+        _check_image_names(args)
+        _check_writable([p for p in (*(args.profile_chart or []), *(args.cost_plot or [])) if p])
         records = read_jsonl(args.merge)
         console.print(rich_table(records, f"fat-latency: {len(records)} merged measurements"))
         for line in environment_lines(records):
             console.print(f"environment: {line}")
         _write_outputs(args, records)
+        _draw(args, records)
         return 0
     models = _models(args.model)
     chosen_backends = [get_backend(name).name for name in dict.fromkeys(args.backend)]
@@ -254,7 +264,11 @@ def _measure_all(args: argparse.Namespace) -> int:
         if len(models) != 1 or len(chosen_backends) != 1:
             raise FatDeployError("--artifact times one file: give exactly one --model and one --backend")
         check_model_input(Path(args.artifact))  # a FIFO, device or 3 GB file is refused before any work
-    _check_writable([p for p in (args.json, args.markdown, args.csv) if p])
+    if args.profile_chart and not args.profile:
+        raise FatDeployError("--profile-chart draws the per-op profile: add --profile")
+    _check_image_names(args)
+    _check_writable([p for p in (args.json, args.markdown, args.csv, *(args.profile_chart or []),
+                                 *(args.cost_plot or [])) if p])
     img_size = tuple(args.img_size) if args.img_size else None
     results: list[Measurement] = []
     err = Console(file=terminal().err)
@@ -287,7 +301,26 @@ def _measure_all(args: argparse.Namespace) -> int:
     if args.json:
         _append(args.json, records)
     _write_outputs(args, records)
+    _draw(args, records)
     return 0
+
+
+def _check_image_names(args: argparse.Namespace) -> None:
+    for flag, paths in (("--plot", args.plot), ("--profile-chart", args.profile_chart), ("--cost-plot", args.cost_plot)):
+        for path in paths or []:
+            if Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
+                raise FatDeployError(f"{flag} {path}: use a .png, .svg or .pdf file name")
+
+
+def _draw(args: argparse.Namespace, records: list[dict[str, Any]]) -> None:
+    """--profile-chart and --cost-plot, saying what could not be drawn."""
+    environment = "; ".join(environment_lines(records))[:200]
+    if args.profile_chart and charts.op_profile_chart(records, args.profile_chart, environment) == 0:
+        terminal().err.write("fat-latency: --profile-chart: no record has a per-op profile (see the reasons above); "
+                             "the chart is empty\n")
+    if args.cost_plot and charts.cost_plot(records, args.cost_plot, environment) == 0:
+        terminal().err.write("fat-latency: --cost-plot: no record has fresh-process memory (torch runs no file; "
+                             "--no-fresh-process skips it); the plot is empty\n")
 
 
 def end_to_end_table(records: list[dict[str, Any]]) -> Table:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fat_deploy import version as version_module
-from fat_deploy.common.files import sha256_of
+from fat_deploy.common.files import sha256_of, size_of
 from fat_deploy.contract.session import BackendError, LoadRequest, Runner
 from fat_deploy.contract.timing import time_runner
 from fat_deploy.environment import available_cores, check_input_budget, host_info
@@ -76,6 +76,7 @@ class Measurement:
     warmup: int = 0
     artifact: str | None = None
     artifact_sha256: str | None = None
+    artifact_size_bytes: int | None = None
     deploy_form: bool = True
     timed: str = TIMED
     environment: dict[str, Any] = field(default_factory=dict)
@@ -288,6 +289,7 @@ def measure(
         artifact_path = artifact_for(spec.name, runtime.artifact_format, precision, size, batch, checkpoint, cache)
     if artifact_path is not None:
         record.artifact, record.artifact_sha256 = str(artifact_path), sha256_of(artifact_path)
+        record.artifact_size_bytes = size_of(artifact_path)
     request = LoadRequest(model_name=spec.name, model=torch_model, artifact=artifact_path, batch=batch,
                           img_size=size, threads=threads, device=device, precision=parse_precision(precision),
                           channels_last=channels_last)
