@@ -10,13 +10,23 @@ from typing import Any
 TYPES_SHOWN = 8  # op types drawn by name; the rest are summed as "other"
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, paths: Sequence[str | Path], environment: str = "") -> None:
+    """The environment as a grey footer, then every path written and the figure closed."""
+    if environment:
+        fig.text(0.01, 0.005, environment, fontsize=6, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    for path in paths:
+        fig.savefig(path)
+    pyplot().close(fig)
 
 
 def _label(record: dict[str, Any]) -> str:
@@ -32,7 +42,7 @@ def op_profile_chart(records: Sequence[dict[str, Any]], paths: Sequence[str | Pa
         for row in record["op_profile"]["by_op_type"]:
             totals[row["op_type"]] = totals.get(row["op_type"], 0.0) + row["ms_per_run"]
     named = sorted(totals, key=lambda t: -totals[t])[:TYPES_SHOWN]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(11, 1.8 + 0.6 * max(1, len(profiled))), dpi=120)
     colors = plt.get_cmap("tab10")
     for position, record in enumerate(profiled):
@@ -50,12 +60,7 @@ def op_profile_chart(records: Sequence[dict[str, Any]], paths: Sequence[str | Pa
     ax.set_xlabel("ms per run, by op type (the runtime's own profiler, after timing)")
     ax.set_title("where the time goes")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="op type", title_fontsize=7)
-    if environment:
-        fig.text(0.01, 0.005, environment, fontsize=6, color="gray")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    for path in paths:
-        fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, paths, environment)
     return len(profiled)
 
 
@@ -63,7 +68,7 @@ def cost_plot(records: Sequence[dict[str, Any]], paths: Sequence[str | Path], en
     """Warm median ms against the model-load memory of a fresh process, one marker per record, its area the file
     size. Returns how many records had both numbers."""
     points = [r for r in records if r.get("stats") and (r.get("fresh_process") or {}).get("load_delta_mb") is not None]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     for record in points:
         size_mb = (record.get("artifact_size_bytes") or 0) / 2**20
@@ -76,10 +81,5 @@ def cost_plot(records: Sequence[dict[str, Any]], paths: Sequence[str | Path], en
     ax.set_ylabel("memory to load the file (MB over a fresh process's baseline)")
     ax.set_title("latency, memory and file size (marker area: file size)")
     ax.grid(alpha=0.3)
-    if environment:
-        fig.text(0.01, 0.005, environment, fontsize=6, color="gray")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    for path in paths:
-        fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, paths, environment)
     return len(points)

@@ -23,6 +23,7 @@ from typing import Any
 from rich.table import Table
 
 from fat_deploy.errors import FatDeployError
+from fat_deploy.latency.charts import pyplot, save_figure
 from fat_deploy.models import get_spec, profile
 from fat_deploy.models.registry import list_models
 from fat_deploy.paper import efficiency_table_order, paper_rows
@@ -306,12 +307,7 @@ def csv_table(rows: Sequence[TableRow], cpu_backends: Sequence[str]) -> str:
 
 def plot(rows: Sequence[TableRow], backend: str, paths: Sequence[str | Path], environment: str = "") -> None:
     """Latency vs top-1, one marker per model: ours filled, the paper's hollow; FAT highlighted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(8, 5.5), dpi=120)
     for row in rows:
         if row.paper_top1 is None:
             continue
@@ -340,9 +336,4 @@ def plot(rows: Sequence[TableRow], backend: str, paths: Sequence[str | Path], en
     ax.set_title("FAT vs peers: latency vs accuracy")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    if environment:
-        fig.text(0.01, 0.005, environment, fontsize=6, color="gray")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    for path in paths:
-        fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, paths, environment)
