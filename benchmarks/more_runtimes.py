@@ -1,4 +1,4 @@
-"""OpenVINO and MNN for FAT-B0: fat-export's files against each runtime's generic path, OpenVINO int8 (NNCF)
+"""OpenVINO, MNN and ncnn for FAT-B0: fat-export's files against each runtime's generic path, OpenVINO int8 (NNCF)
 against fp32, and every fp32 runtime side by side, in one run.
 
     .venv/bin/python benchmarks/more_runtimes.py [--runs 50]
@@ -6,7 +6,8 @@ against fp32, and every fp32 runtime side by side, in one run.
 "Generic" OpenVINO is what its documentation's calls give any nn.Module: ``ov.convert_model(model)``,
 ``ov.save_model`` (float16 weights unless told not to) and ``core.compile_model(xml, "CPU")`` (bfloat16 arithmetic
 on CPUs with AVX512_BF16 or AMX). "Generic" MNN is ``torch.onnx.export`` of the faithful model then MNN's
-converter, loaded with MNN's defaults (precision normal, Winograd level 3). "Ours" is ``fat-export``: the deploy
+converter, loaded with MNN's defaults (precision normal, Winograd level 3). "Generic" ncnn is pnnx on the faithful
+model (fp32 weights and arithmetic, as ours). "Ours" is ``fat-export``: the deploy
 form, OpenVINO's static-shape IR with float32 weights loaded with ``INFERENCE_PRECISION_HINT=f32``, MNN's
 exact-GELU form loaded with precision high and Winograd level 1. Accuracy is the
 max abs difference from the faithful PyTorch model on the verification photos; speed is the median of alternating
@@ -34,11 +35,15 @@ from fat_deploy.exporters import export
 from fat_deploy.models import create_model, get_spec
 from fat_deploy.registry import backend_for_format, recorded_versions
 from fat_deploy.runtimes.mnn.converter import mnn_convert
-from fat_deploy.runtimes.mnn.session import INPUT_NAME, OUTPUT_NAME, MnnRunner
+from fat_deploy.runtimes.mnn.session import MnnRunner
+from fat_deploy.runtimes.mnn.standalone import INPUT_NAME, OUTPUT_NAME
+from fat_deploy.runtimes.ncnn.converter import pnnx_convert
+from fat_deploy.runtimes.ncnn.session import NcnnRunner
+from fat_deploy.runtimes.ncnn.standalone import load as ncnn_load
 from fat_deploy.runtimes.openvino.session import OpenVinoRunner
 
 SIZE = (224, 224)
-FP32_FORMATS = ("onnx", "tflite", "executorch", "openvino", "mnn")
+FP32_FORMATS = ("onnx", "tflite", "executorch", "openvino", "mnn", "ncnn")
 
 
 def default_compiled(xml: Path) -> OpenVinoRunner:
@@ -71,6 +76,12 @@ def generic_mnn(model: torch.nn.Module, folder: Path) -> MnnRunner:
     return MnnRunner(module)
 
 
+def generic_ncnn(model: torch.nn.Module, folder: Path) -> NcnnRunner:
+    """pnnx's one-call path on the faithful model (its GroupNorm(1, C) becomes a per-channel ncnn LayerNorm)."""
+    pnnx_convert(model, torch.randn(1, 3, *SIZE), folder, fp16=False)
+    return NcnnRunner(ncnn_load(str(folder), 1).net)  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=50)
@@ -99,6 +110,7 @@ def main() -> None:
         computes = generic.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         runners[f"openvino generic (fp16 weights, {computes} compute)"] = generic
         runners["mnn generic (ONNX Gelu, MNN defaults)"] = generic_mnn(faithful, out / "generic-mnn")
+        runners["ncnn generic (pnnx of the faithful model)"] = generic_ncnn(faithful, out / "generic-ncnn")
         errors = {name: float(np.abs(np.concatenate([r.logits(r.prepare(photos[i:i + 1])) for i in range(len(photos))])
                                      - reference).max()) for name, r in runners.items()}
         inputs = np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)
@@ -116,7 +128,7 @@ def main() -> None:
     ours, quantized = medians["openvino fp32 (fat-export)"], medians["openvino int8-static (fat-export, NNCF)"]
     fastest = min((name for name in medians if "fp32 (fat-export)" in name), key=medians.__getitem__)
     print(f"\nOpenVINO int8 / fp32 speed-up: {ours / quantized:.2f}x (target 2.0x); fastest fp32 runtime: {fastest}")
-    for runtime in ("openvino", "mnn"):
+    for runtime in ("openvino", "mnn", "ncnn"):
         generic_name = next(n for n in medians if n.startswith(f"{runtime} generic"))
         print(f"generic {runtime} vs ours: {medians[generic_name] / medians[f'{runtime} fp32 (fat-export)']:.2f}x the time")
 

@@ -11,7 +11,7 @@ from fat_deploy.contract.formats import ExportFormat, UnsupportedOptionError
 from fat_deploy.contract.runtime import Runtime
 from fat_deploy.contract.session import Backend, BackendError
 from fat_deploy.environment import CORE_PACKAGES, tool_versions
-from fat_deploy.runtimes import coreml, executorch, mnn, onnx, openvino, ort_mobile, tflite, torch
+from fat_deploy.runtimes import coreml, executorch, mnn, ncnn, onnx, openvino, ort_mobile, tflite, torch
 
 REGISTERED: tuple[Runtime, ...] = (  # listing order of formats and backends
     torch.RUNTIME,
@@ -22,6 +22,7 @@ REGISTERED: tuple[Runtime, ...] = (  # listing order of formats and backends
     ort_mobile.RUNTIME,
     openvino.RUNTIME,
     mnn.RUNTIME,
+    ncnn.RUNTIME,
 )
 
 _extra: list[Runtime] = []  # runtimes registered at run time (tests' fake runtime), see :func:`register`
