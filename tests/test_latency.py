@@ -265,3 +265,20 @@ def test_charts_draw_where_time_and_memory_go(onnx_64: Path, tmp_path: Path,
                            (["--cost-plot", str(tmp_path / "a.jpg")], "use a .png, .svg or .pdf")):
         assert fat_latency(["--model", "fat_b0", "--backend", "torch", "--img-size", "64", *argv]) == 2
         assert expected in capsys.readouterr().err
+
+
+def test_profiles_keep_the_runtimes_own_traces(onnx_64: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    for backend, artifact in (("onnxruntime", onnx_64), ("torch", None)):
+        record = measure("fat_b0", backend, img_size=64, runs=2, warmup=0, artifact=artifact, profile_runs=2,
+                         trace_dir=tmp_path, fresh_process=False)
+        assert record.op_profile is not None
+        trace = Path(record.op_profile["trace"])
+        assert trace == tmp_path / f"fat_b0_{backend}_fp32.trace.json"
+        events = json.loads(trace.read_text())
+        events = events["traceEvents"] if isinstance(events, dict) else events  # torch wraps them, ORT does not
+        assert any(event.get("ph") == "X" and "dur" in event for event in events)  # Chrome trace complete events
+    for argv, expected in ((["--trace", str(tmp_path)], "add --profile"),
+                           (["--profile", "--trace", str(tmp_path / "missing")], "not a folder")):
+        assert fat_latency(["--model", "fat_b0", "--backend", "torch", "--img-size", "64", *argv]) == 2
+        assert expected in capsys.readouterr().err

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", nargs="+", metavar="PATH", help="with --table: latency-vs-top-1 plot (.png/.svg)")
     parser.add_argument("--profile-chart", nargs="+", metavar="PATH",
                         help="with --profile: stacked bars of ms per run by op type, one per runtime (.png/.svg)")
+    parser.add_argument("--trace", metavar="DIR",
+                        help="with --profile: also write the runtime's Chrome/Perfetto trace into DIR where its "
+                             "profiler makes one (onnxruntime, torch; open in chrome://tracing or ui.perfetto.dev)")
     parser.add_argument("--cost-plot", nargs="+", metavar="PATH",
                         help="latency against the memory to load each file (fresh process), marker area the file "
                              "size (.png/.svg; with --table too)")
@@ -266,6 +269,10 @@ def _measure_all(args: argparse.Namespace) -> int:
         check_model_input(Path(args.artifact))  # a FIFO, device or 3 GB file is refused before any work
     if args.profile_chart and not args.profile:
         raise FatDeployError("--profile-chart draws the per-op profile: add --profile")
+    if args.trace and not args.profile:
+        raise FatDeployError("--trace keeps the profiler's trace: add --profile")
+    if args.trace and not Path(args.trace).is_dir():
+        raise FatDeployError(f"--trace {args.trace}: not a folder")
     _check_image_names(args)
     _check_writable([p for p in (args.json, args.markdown, args.csv, *(args.profile_chart or []),
                                  *(args.cost_plot or [])) if p])
@@ -283,7 +290,7 @@ def _measure_all(args: argparse.Namespace) -> int:
                     warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds,
                     deploy=not args.no_deploy, channels_last=args.channels_last, cache_dir=args.cache_dir,
                     profile_runs=args.profile, fresh_process=not args.no_fresh_process,
-                    end_to_end=args.end_to_end,
+                    end_to_end=args.end_to_end, trace_dir=args.trace,
                 ))
                 progress.advance(task)
     records = [r.as_dict() for r in results]

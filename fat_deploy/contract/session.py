@@ -56,8 +56,9 @@ class Runner(ABC):
         """One invocation's output as float32 logits (what verification compares with PyTorch)."""
         raise NotImplementedError(f"{type(self).__name__} does not return outputs")
 
-    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
-        """Per-op times over ``runs`` invocations, from the runtime's own profiler (never timed by us)."""
+    def op_times(self, prepared: Any, runs: int, trace: Path | None = None) -> list[OpTime]:
+        """Per-op times over ``runs`` invocations, from the runtime's own profiler (never timed by us); where the
+        profiler writes a Chrome/Perfetto trace, it is also written to ``trace``."""
         raise ProfileUnavailable("this runtime exposes no per-op profile")
 
     @abstractmethod

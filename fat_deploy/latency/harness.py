@@ -239,6 +239,7 @@ def measure(
     profile_runs: int = 0,
     fresh_process: bool = True,
     end_to_end: bool = False,
+    trace_dir: str | Path | None = None,
 ) -> Measurement:
     """Time one model on one backend. Unavailable backends return a record with the reason."""
     require_str("model", model)
@@ -321,5 +322,6 @@ def measure(
                                            checkpoint, cache, app_form_too=artifact is None)
     if profile_runs:  # after timing, never inside it: profilers slow the runs they observe
 
-        record.op_profile = profile_ops(runner, prepared, profile_runs, f"{runtime.name} profiler")
+        trace = (Path(trace_dir) / f"{spec.name}_{runtime.name}_{precision}.trace.json") if trace_dir else None
+        record.op_profile = profile_ops(runner, prepared, profile_runs, f"{runtime.name} profiler", trace)
     return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from fat_deploy.contract.session import OpTime, ProfileUnavailable, Runner
@@ -10,13 +11,18 @@ from fat_deploy.contract.session import OpTime, ProfileUnavailable, Runner
 TOP_OPS = 15
 
 
-def profile_ops(runner: Runner, prepared: Any, runs: int, source: str) -> dict[str, Any]:
-    """Profile ``runs`` invocations; where the runtime has no profiler, say so instead of a number."""
+def profile_ops(runner: Runner, prepared: Any, runs: int, source: str, trace: Path | None = None) -> dict[str, Any]:
+    """Profile ``runs`` invocations; where the runtime has no profiler, say so instead of a number. With ``trace``,
+    the runtime's Chrome/Perfetto trace goes there where its profiler writes one (the record says which)."""
     try:
-        times = runner.op_times(prepared, runs)
+        times = runner.op_times(prepared, runs, trace)
     except ProfileUnavailable as reason:
         return {"unavailable": str(reason)}
-    return summarize_ops(times, runs, source)
+    summary = summarize_ops(times, runs, source)
+    if trace is not None:
+        summary["trace"] = (str(trace) if trace.is_file() else
+                            f"not written: {source} gives per-op times but no Chrome/Perfetto trace")
+    return summary
 
 
 def summarize_ops(times: list[OpTime], runs: int, source: str) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class ExecuTorchRunner(Runner):
         logits: np.ndarray = output.detach().numpy().astype(np.float32, copy=True)
         return logits
 
-    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
+    def op_times(self, prepared: Any, runs: int, trace: Path | None = None) -> list[OpTime]:
         """ETDump events of ``runs`` invocations on a separately loaded program (the first run is left out)."""
         from executorch.devtools import Inspector
         from executorch.runtime import Runtime

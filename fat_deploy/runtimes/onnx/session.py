@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ class OrtRunner(Runner):
         self.make_session = make_session  # a new session, with profiling on or off
         self.input_name = session.get_inputs()[0].name
 
-    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
+    def op_times(self, prepared: Any, runs: int, trace: Path | None = None) -> list[OpTime]:
         """onnxruntime's session profiling, on a separate session (profiling slows the one that is timed).
 
         The first run is left out: it includes one-time work (allocations, kernel selection).
@@ -35,7 +36,10 @@ class OrtRunner(Runner):
             session = self.make_session(True, str(Path(folder) / "ort_profile"))
             for _ in range(runs + 1):
                 session.run(None, prepared)
-            events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+            written = Path(session.end_profiling())
+            events = json.loads(written.read_text(encoding="utf-8"))
+            if trace is not None:  # onnxruntime's profile is Chrome trace format already
+                shutil.copyfile(written, trace)
         model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                             if e.get("cat") == "Session" and e.get("name") == "model_run")
         if len(model_runs) != runs + 1:

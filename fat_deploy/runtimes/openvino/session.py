@@ -41,7 +41,7 @@ class OpenVinoRunner(Runner):
     def logits(self, prepared: Any) -> np.ndarray:
         return np.array(self.request.infer({0: prepared}, share_inputs=True)[0], dtype=np.float32)
 
-    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
+    def op_times(self, prepared: Any, runs: int, trace: Path | None = None) -> list[OpTime]:
         """OpenVINO's per-layer performance counts (``PERF_COUNT``), on a separately compiled model; the first run
         (one-time work) is left out. Layers the plugin fused away report no time and are skipped."""
         request = self.core.compile_model(self.model, "CPU", compile_settings(self.threads, profile=True)) \

@@ -30,7 +30,7 @@ class TFLiteRunner(Runner):
         (target,) = self.interpreter.get_output_details()
         return from_output_dtype(self.interpreter.get_tensor(target["index"]), target).astype(np.float32)
 
-    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
+    def op_times(self, prepared: Any, runs: int, trace: Path | None = None) -> list[OpTime]:
         raise ProfileUnavailable("ai-edge-litert's Python Interpreter exposes no per-op timings; LiteRT's "
                                  "benchmark_model tool (--enable_op_profiling=true) gives them on the device")
 

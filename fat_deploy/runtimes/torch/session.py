@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ class TorchRunner(Runner):
         logits: np.ndarray = self.run(prepared).float().cpu().numpy()
         return logits
 
-    def op_times(self, prepared: Any, runs: int) -> list[OpTime]:
+    def op_times(self, prepared: Any, runs: int, trace: Path | None = None) -> list[OpTime]:
         """torch.profiler self time per ATen op (eager runs have no graph nodes: ``name`` is the op)."""
         from torch.profiler import ProfilerActivity, profile
 
@@ -38,6 +39,8 @@ class TorchRunner(Runner):
         with profile(activities=activities) as profiler:
             for _ in range(runs):
                 self.run(prepared)
+        if trace is not None:
+            profiler.export_chrome_trace(str(trace))
         times = []
         for average in profiler.key_averages():
             self_us = average.self_device_time_total if self.device.type == "cuda" else average.self_cpu_time_total
