@@ -37,7 +37,7 @@ def error_line(err: str) -> str:
     [
         (["--model", "fat_b7"], "unknown model 'fat_b7': did you mean"),
         (["--model", "fat_b0", "--format", "savedmodel"],
-         "unknown format 'savedmodel': choose from onnx, coreml, tflite, executorch, ort, openvino, mnn or all"),
+         f"unknown format 'savedmodel': choose from {', '.join(list_formats())} or all"),
         (["--model", "fat_b0", "--precision", "int3"], "unknown precision 'int3'"),
         (["--model", "fat_b0", "--format", "onnx", "--nhwc"], "--nhwc is not supported for onnx"),
         (["--model", "fat_b0", "--format", "tflite", "--dynamic-batch"], "--dynamic-batch is not supported for tflite"),

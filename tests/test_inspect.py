@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from fat_deploy.cli.inspect import main
 from fat_deploy.contract.coverage import Accelerator, Coverage
+from fat_deploy.registry import formats
 
 
 class ConvThenCumsum(nn.Module):
@@ -84,7 +85,7 @@ def test_fat_inspect_reports_files_and_refuses_bad_ones(tmp_path: Path, capsys: 
              ([str(garbage)], "broken.tflite: not readable as tflite"),
              ([str(tflite), "--format", "onnx"], "not readable as onnx"),
              ([str(tflite), "--format", "zip"], "unknown format 'zip'"),
-             ([str(tflite), "--format", "all"], "choose from onnx, coreml, tflite, executorch, ort, openvino, mnn\n"),
+             ([str(tflite), "--format", "all"], f"choose from {', '.join(formats())}\n"),
              ([str(tflite), "--ops", "-1"], "--ops must be >= 0")]
     for argv, message in cases:
         assert main(argv) == 2, argv
