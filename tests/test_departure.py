@@ -102,7 +102,7 @@ def test_compare_refuses_what_it_cannot_answer(onnx_export: Path, trained_lookin
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+@pytest.mark.parametrize("fmt", ["onnx", "tflite", "openvino", "ncnn"])
 def test_an_export_that_drifts_names_the_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
     format_type = type(registry.get_format(fmt))
     real = format_type.convert

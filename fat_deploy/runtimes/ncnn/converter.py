@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -32,7 +33,7 @@ from fat_deploy.precision import Precision
 from fat_deploy.runtimes.ncnn.coverage import ncnn_coverage
 from fat_deploy.runtimes.ncnn.guide import guide
 from fat_deploy.runtimes.ncnn.session import NcnnBackend
-from fat_deploy.runtimes.ncnn.standalone import BIN, INPUT_NAME, OUTPUT_NAME, PARAM
+from fat_deploy.runtimes.ncnn.standalone import BIN, INPUT_NAME, OUTPUT_NAME, PARAM, every_blob
 
 CONVERT_TIMEOUT_S = 600
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class NcnnFormat(ExportFormat):
     extra = "ncnn"
     bundle_platform = "android"
     float16_on_devices = "ncnn's defaults (fp16 storage and arithmetic on ARMv8.2 CPUs; Vulkan GPUs)"
+    intermediates_reader = "ncnn, every blob extracted from one extractor (light mode off)"
 
     def runtime_form(self, deployed: nn.Module) -> nn.Module:
         return ncnn_form(deployed)
@@ -115,6 +117,9 @@ class NcnnFormat(ExportFormat):
 
     def coverage(self, path: Path) -> Coverage:
         return ncnn_coverage(path)
+
+    def intermediate_tensors(self, path: Path, request: ExportRequest, image: np.ndarray) -> list[np.ndarray] | None:
+        return every_blob(path, image)
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
         return guide(file_name, manifest)

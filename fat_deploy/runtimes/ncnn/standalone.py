@@ -35,6 +35,25 @@ def input_shape(folder: Path) -> list[int] | None:
     return None
 
 
+def every_blob(folder: Path, image: np.ndarray) -> list[np.ndarray]:
+    """Every blob ncnn computes for one CHW or NCHW float32 image (one extractor keeps them all: light mode off)."""
+    import ncnn
+
+    net = ncnn.Net()
+    configure(net, 1)
+    if net.load_param(str(folder / PARAM)) != 0 or net.load_model(str(folder / BIN)) != 0:
+        raise RuntimeError(f"ncnn cannot load {folder}")
+    extractor = net.create_extractor()
+    extractor.set_light_mode(False)
+    extractor.input(INPUT_NAME, ncnn.Mat(np.ascontiguousarray(image.reshape(image.shape[-3:]), np.float32)).clone())
+    blobs = []
+    for blob in net.blobs():
+        status, mat = extractor.extract(blob.name)
+        if status == 0:
+            blobs.append(np.array(mat, dtype=np.float32))
+    return blobs
+
+
 def version() -> str:
     return distribution_version(RUNTIME)
 

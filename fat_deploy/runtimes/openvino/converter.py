@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fat_deploy.common.calibration import calibration_batch, requested_size
@@ -25,7 +26,7 @@ from fat_deploy.precision import Precision
 from fat_deploy.runtimes.openvino.coverage import openvino_coverage
 from fat_deploy.runtimes.openvino.guide import guide
 from fat_deploy.runtimes.openvino.session import OpenVinoBackend
-from fat_deploy.runtimes.openvino.standalone import MODEL_BIN, MODEL_XML, PRECISION_HINT
+from fat_deploy.runtimes.openvino.standalone import MODEL_BIN, MODEL_XML, PRECISION_HINT, every_output
 
 NNCF_DEFAULTS = ("NNCF defaults: min/max of the weights, the mean over images of each image's activation min/max, "
                  "SmoothQuant, fast bias correction")
@@ -88,12 +89,16 @@ class OpenVinoFormat(ExportFormat):
     extra = "openvino"
     bundle_platform = "edge"
     float16_on_devices = "OpenVINO's GPU and NPU plugins (f16 inference precision by default)"
+    intermediates_reader = "OpenVINO's CPU plugin, every op output added to the model's outputs"
 
     def is_artifact(self, path: Path) -> bool:
         return is_ir_folder(path)
 
     def coverage(self, path: Path) -> Coverage:
         return openvino_coverage(path)
+
+    def intermediate_tensors(self, path: Path, request: ExportRequest, image: np.ndarray) -> list[np.ndarray] | None:
+        return every_output(path, image)
 
     def integration_guide(self, file_name: str, manifest: dict[str, Any]) -> str:
         return guide(file_name, manifest)

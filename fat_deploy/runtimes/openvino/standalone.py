@@ -23,6 +23,22 @@ def compile_settings(threads: int, profile: bool = False) -> dict[str, Any]:
     return settings
 
 
+def every_output(folder: Path, image: np.ndarray) -> list[np.ndarray]:
+    """Every op output the CPU plugin computes for one NCHW float32 image: the IR read with each op's outputs added
+    as model outputs (f32, one thread)."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(folder / MODEL_XML))
+    skipped = {"Constant", "Parameter", "Result"}
+    model.add_outputs([port for op in model.get_ordered_ops() if op.get_type_name() not in skipped
+                       for port in op.outputs()])
+    request = core.compile_model(model, "CPU", compile_settings(1)).create_infer_request()
+    results = request.infer({0: np.ascontiguousarray(image.reshape(1, *image.shape[-3:]), np.float32)})
+    return [np.asarray(value, dtype=np.float32) for value in results.values()
+            if np.asarray(value).dtype.kind == "f"]
+
+
 def version() -> str:
     import openvino as ov
 
