@@ -96,6 +96,14 @@ def test_compare_refuses_what_it_cannot_answer(onnx_export: Path, trained_lookin
     code, _, err = _run([str(npz.path), "--compare", "--checkpoint", str(trained_looking_checkpoint)], capsys)
     able = [name for name, fmt in registry.formats().items() if shows_intermediates(fmt)]
     assert code == 2 and f"(it can for: {', '.join(able)})" in err and "onnx" in able and "tflite" in able
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    shutil.copy(onnx_export, tampered / onnx_export.name)
+    manifest = json.loads(onnx_export.with_suffix(".json").read_text())
+    manifest["preprocessing"]["center_crop"] = ["wide", 96]
+    (tampered / onnx_export.with_suffix(".json").name).write_text(json.dumps(manifest))
+    code, _, err = _run([str(tampered / onnx_export.name), "--compare"], capsys)
+    assert code == 2 and "not a fat-export manifest (ValueError" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run([str(onnx_export), "--tolerance", "0.1"], capsys)
     assert code == 2 and "--checkpoint and --tolerance go with --compare" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

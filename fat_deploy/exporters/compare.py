@@ -48,7 +48,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
         payload = json.loads(manifest.read_text(encoding="utf-8"))
         if not isinstance(payload, dict):
             raise ValueError("not a JSON object")
-        payload["model"], payload["precision"], payload["preprocessing"]["center_crop"]  # noqa: B018 - present?
+        height, width = (int(v) for v in payload["preprocessing"]["center_crop"])
+        payload["img_size"] = (height, width)
+        if not isinstance(payload.get("model"), str) or not isinstance(payload.get("precision"), str):
+            raise ValueError("no model or precision named")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise FatDeployError(f"{manifest}: not a fat-export manifest ({type(error).__name__}: {error})") from None
     return payload
@@ -84,7 +87,7 @@ def compare_file(path: Path, fmt: ExportFormat, checkpoint: Path | None, toleran
         raise FatDeployError(f"{path}: {reason}")
     model = reference_model(path, manifest, checkpoint)
     spec = get_spec(manifest["model"])
-    height, width = (int(v) for v in manifest["preprocessing"]["center_crop"])
+    height, width = manifest["img_size"]
     precision = parse_precision(str(manifest["precision"]))
     request = ExportRequest(model_name=spec.name, spec=spec, reference=model, model=model, img_size=(height, width),
                             precision=precision)

@@ -35,14 +35,22 @@ def input_shape(folder: Path) -> list[int] | None:
     return None
 
 
+def open_net(folder: Path, threads: int) -> Any:
+    """The param/bin pair in ``folder`` loaded with :func:`configure`'s settings."""
+    import ncnn
+
+    net = ncnn.Net()
+    configure(net, threads)
+    if net.load_param(str(folder / PARAM)) != 0 or net.load_model(str(folder / BIN)) != 0:
+        raise RuntimeError(f"ncnn cannot load {folder}")
+    return net
+
+
 def every_blob(folder: Path, image: np.ndarray) -> list[np.ndarray]:
     """Every blob ncnn computes for one CHW or NCHW float32 image (one extractor keeps them all: light mode off)."""
     import ncnn
 
-    net = ncnn.Net()
-    configure(net, 1)
-    if net.load_param(str(folder / PARAM)) != 0 or net.load_model(str(folder / BIN)) != 0:
-        raise RuntimeError(f"ncnn cannot load {folder}")
+    net = open_net(folder, 1)
     extractor = net.create_extractor()
     extractor.set_light_mode(False)
     extractor.input(INPUT_NAME, ncnn.Mat(np.ascontiguousarray(image.reshape(image.shape[-3:]), np.float32)).clone())
@@ -65,11 +73,7 @@ def import_runtime() -> None:
 def load(artifact: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     import ncnn
 
-    net = ncnn.Net()
-    configure(net, threads)
-    folder = Path(artifact)
-    if net.load_param(str(folder / PARAM)) != 0 or net.load_model(str(folder / BIN)) != 0:
-        raise RuntimeError(f"ncnn cannot load {folder}")
+    net = open_net(Path(artifact), threads)
 
     def run(batch: np.ndarray) -> np.ndarray:
         outputs = []
