@@ -33,7 +33,7 @@ check: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-# The trained test bed (FAT-B0 on scikit-learn's digits, about 70 s on two cores), built once into the cache before the
+# The trained test bed (FAT-B0 on patches of the shipped photos, about 2 min on two cores), built once into the cache before the
 # tests that judge quantization by it, never inside a test's timeout.
 testbed: setup
 	$(PY) -m fat_deploy.testbed > /dev/null

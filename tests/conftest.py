@@ -31,6 +31,7 @@ STARTED_FIRST = (
     "test_executorch_int8_dynamic_holds_accuracy_without_calibration",  # ~90 s
     "test_fp32_pte_is_verified_and_reports_delegation",  # ~80 s: builds the shared --format all exports
     "test_bundle_holds_what_each_platform_needs_and_is_placed_whole",  # ~70 s (five formats, two processes)
+    "test_tflite_int8_static_holds_in_one_xnnpack_partition_and_a_quantized_stem_shows_the_damage",  # ~55 s
 )
 
 

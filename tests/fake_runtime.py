@@ -18,7 +18,16 @@ import torch
 import torch.nn as nn
 
 from fat_deploy.contract.coverage import Accelerator, Coverage
-from fat_deploy.contract.formats import Conversion, ExportFormat, ExportRequest, UnsupportedOptionError, option
+from fat_deploy.contract.formats import (
+    Conversion,
+    Explanation,
+    ExportFormat,
+    ExportRequest,
+    UnsupportedOptionError,
+    explain_option,
+    keep_float_option,
+    option,
+)
 from fat_deploy.contract.runtime import Runtime
 from fat_deploy.contract.session import Backend, BackendError, LoadRequest, Runner
 from fat_deploy.exporters.api import Artifact
@@ -26,6 +35,16 @@ from fat_deploy.exporters.jobs import ExportJob
 from fat_deploy.models import create_model, to_deploy
 
 MODEL_KEY = "__model__"
+# int8-weights in the fake runtime: these layers' weights rounded per tensor to so many bits (stored dequantized).
+# The head's single bit stands for a layer whose range quantization got badly wrong: it costs top-1.
+FAKE_QUANTIZED_BITS = {"head": 1, "layers.3.blocks.1.ffn.fc2": 8}
+
+
+def fake_quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    if bits == 1:
+        return weight.sign() * weight.abs().mean()
+    scale = weight.abs().max() / (2 ** (bits - 1) - 1)
+    return torch.round(weight / scale) * scale
 
 
 class NpzRunner(Runner):
@@ -66,14 +85,17 @@ class NpzBackend(Backend):
 @dataclass(frozen=True)
 class NpzOptions:
     compress: bool = option("--npz-compress", "npz: zip-compress the weights", default=False)
-    note: str | None = option("--npz-note", "npz: a note stored in the manifest", metavar="TEXT")
+    note: str | None = option("--npz-note", "npz: a note stored in the manifest (\"rank-backwards\": --explain "
+                              "ranks the layers best first)", metavar="TEXT")
+    keep_float: list[str] | None = keep_float_option()
+    explain: bool = explain_option()
 
 
 class NpzFormat(ExportFormat):
     name = "npz"
     backend = NpzBackend()
     suffix = ".npz"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8-weights")
     runtime = "PyTorch (fake runtime, tests only)"
     converter_modules = ("numpy",)
     extra = "dev"
@@ -94,10 +116,32 @@ class NpzFormat(ExportFormat):
         arrays = {key: (value.half() if half and value.is_floating_point() else value).detach().numpy()
                   for key, value in request.model.state_dict().items()}
         arrays[MODEL_KEY] = np.array([request.model_name, str(request.num_classes)])
+        errors = self._quantize(arrays, request) if request.precision == "int8-weights" else {}
         with path.open("wb") as handle:
             (np.savez_compressed if request.options.get("compress") else np.savez)(handle, **arrays)
-        return Conversion(details={"arrays": len(arrays) - 1, "note": request.options.get("note")},
-                          notes=["fake runtime: weights stored as .npz"])
+        conversion = Conversion(details={"arrays": len(arrays) - 1, "note": request.options.get("note")},
+                                notes=["fake runtime: weights stored as .npz"])
+        if request.options.get("explain"):
+            ranking = sorted(errors, key=errors.__getitem__, reverse=request.options.get("note") != "rank-backwards")
+            conversion.explanation = Explanation(
+                images=[], method="relative weight error", ranking=ranking,
+                worst_layers=[{"name": name, "relative_error": errors[name]} for name in ranking])
+        return conversion
+
+    @staticmethod
+    def _quantize(arrays: dict[str, np.ndarray], request: ExportRequest) -> dict[str, float]:
+        """FAKE_QUANTIZED_BITS applied to the weights of the layers --keep-float does not name; each one's relative
+        weight error."""
+        kept = request.options.get("keep_float") or []
+        errors = {}
+        for layer, bits in FAKE_QUANTIZED_BITS.items():
+            if any(pattern in layer for pattern in kept):
+                continue
+            weight = torch.from_numpy(arrays[f"{layer}.weight"])
+            quantized = fake_quantize(weight, bits)
+            arrays[f"{layer}.weight"] = quantized.numpy()
+            errors[layer] = float((quantized - weight).norm() / weight.norm())
+        return errors
 
     def coverage(self, path: Path) -> Coverage:
         with np.load(path) as stored:

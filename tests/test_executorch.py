@@ -79,7 +79,7 @@ def test_threads_are_set_and_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
     ("int8-weights", {}, "executorch does not support precision int8-weights"),
     ("int8-dynamic", {"calibration_size": 8}, "applies to calibrated modes .* only, not int8-dynamic"),
     ("fp32", {"nhwc": True}, "--nhwc is not supported for executorch"),
-    ("int8-static", {"calibration_method": "entropy"}, "--calibration-method entropy is not available for executorch"),
+    ("int8-static", {"calibration_method": "percentile"}, "--calibration-method percentile is not available for executorch"),
     ("int8-static", {"keep_float": ["head"]}, "--keep-float is not supported for executorch"),
     ("fp32", {"no_such_option": 1}, "unknown option 'no_such_option'"),
 ])

@@ -141,3 +141,57 @@ def test_the_fake_file_runs_in_its_backend_as_pytorch_does(tmp_path: Path, fat_b
     with torch.no_grad():
         expected = fat_b0(torch.from_numpy(x)).numpy()
     assert np.abs(runner.logits(runner.prepare(x)) - expected).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def self_labeled_eval_dir(tmp_path_factory: pytest.TempPathFactory, trained_looking_checkpoint: Path) -> Path:
+    """120 patches of the sample photos, each filed under the class the float model (trained-looking checkpoint, 64
+    px) gives it: the reference scores 100%, so what quantization flips is the whole drop."""
+    from fat_deploy.common.calibration import preprocess, sample_photos
+    from fat_deploy.models import create_model, get_spec
+
+    folder = tmp_path_factory.mktemp("self_labeled")
+    model = create_model("fat_b0", checkpoint=trained_looking_checkpoint).eval()
+    rng = np.random.default_rng(0)
+    photos = [image for _, image in sample_photos()]
+    for index in range(120):
+        photo = photos[index % len(photos)]
+        side = int(min(photo.size) * rng.uniform(0.3, 0.6))
+        x, y = (int(rng.integers(0, extent - side + 1)) for extent in photo.size)
+        patch = photo.crop((x, y, x + side, y + side)).resize((80, 80))
+        with torch.no_grad():
+            label = int(model(torch.from_numpy(preprocess(patch, get_spec("fat_b0"), (64, 64))[None])).argmax())
+        (folder / str(label)).mkdir(exist_ok=True)
+        patch.save(folder / str(label) / f"{index:03d}.png")
+    return folder
+
+
+def test_a_drop_over_the_limit_is_searched_away_by_keeping_the_worst_layers_float(
+        tmp_path: Path, trained_looking_checkpoint: Path, self_labeled_eval_dir: Path) -> None:
+    common = dict(out=tmp_path, img_size=64, checkpoint=trained_looking_checkpoint, eval_dir=self_labeled_eval_dir)
+    refused = export("fat_b0", "npz", "int8-weights", **common, accuracy_search=False)  # type: ignore[arg-type]
+    assert refused.status == Status.FAILED and "drops" in str(refused.error) and "accuracy search" not in str(refused.error)
+    assert not list(tmp_path.iterdir())
+
+    artifact = export("fat_b0", "npz", "int8-weights", **common)  # type: ignore[arg-type]
+    assert artifact.status == Status.PASSED, artifact.error
+    assert any(note.startswith("accuracy search: kept 1 layer(s) float: head;") for note in artifact.notes)
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    search = manifest["format_details"]["accuracy_search"]
+    assert search["kept_float"] == ["head"] and search["ranking_head"] == ["head", "layers.3.blocks.1.ffn.fc2"]
+    first, last = search["steps"]
+    assert first["kept_float"] == 0 and not first["passed"] and first["top1_drop_points"] > 1.0
+    assert last == {**last, "kept_float": 1, "passed": True} and last["top1_drop_points"] <= 1.0
+    assert manifest["verification"]["accuracy"]["top1_drop_points"] == last["top1_drop_points"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fat_b0_npz_int8-weights.json", "fat_b0_npz_int8-weights.npz"]
+
+
+def test_a_search_that_cannot_hold_fails_and_leaves_nothing(
+        tmp_path: Path, trained_looking_checkpoint: Path, self_labeled_eval_dir: Path) -> None:
+    artifact = export("fat_b0", "npz", "int8-weights", out=tmp_path, img_size=64, checkpoint=trained_looking_checkpoint,
+                      eval_dir=self_labeled_eval_dir, note="rank-backwards")  # the harmless layer ranked worst
+    assert artifact.status == Status.FAILED
+    assert "accuracy search: no step held (1 tried, up to 1 layer(s) float;" in str(artifact.error)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(FatDeployError, match="--no-accuracy-search needs --eval-dir"):
+        export("fat_b0", "npz", "int8-weights", out=tmp_path, img_size=64, accuracy_search=False)

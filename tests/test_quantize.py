@@ -20,7 +20,7 @@ from fat_deploy.models import get_spec
         ("tflite", "palettize-4", {}, "tflite does not support precision palettize-4"),
         ("coreml", "int8-dynamic", {}, "coreml does not support precision int8-dynamic"),
         ("onnx", "int8", {}, "unknown precision 'int8'"),
-        ("onnx", "int8-dynamic", {"calibration_method": "entropy"}, "--calibration-method applies to calibrated modes"),
+        ("onnx", "int8-dynamic", {"calibration_method": "percentile"}, "--calibration-method applies to calibrated modes"),
         ("onnx", "int8-weights", {}, "onnx does not support precision int8-weights"),
         ("onnx", "fp32", {"keep_float": ["head"]}, "--keep-float applies to quantized modes only"),
         ("onnx", "fp16", {"explain": True}, "--explain applies to quantized modes only"),
@@ -232,3 +232,9 @@ def test_a_quantized_artifact_slower_than_float_is_flagged(tmp_path: Path, monke
     artifact = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path, img_size=64)
     assert artifact.status == "passed", artifact.error
     assert any(note.startswith("slower than its float version: 0.80x") for note in artifact.notes)
+    barely = LatencyComparison(runtime="onnxruntime 1.32.0 CPU", threads=1, batch=1, runs=20, float_ms=10.0,
+                               quantized_ms=9.0, note="test")
+    monkeypatch.setattr(onnx_quantize, "artifact_latency", lambda *args, **kwargs: barely)
+    flagged = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path, img_size=64, force=True)
+    assert any(note.startswith("under 1.2x its float version's speed: 1.11x") and ("VNNI" in note or "AVX2" in note)
+               for note in flagged.notes)

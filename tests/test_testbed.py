@@ -1,4 +1,4 @@
-"""The trained test bed (FAT-B0 on scikit-learn's digits) and quantization judged by held-out accuracy."""
+"""The trained test bed (FAT-B0 on patches of the shipped photos) and quantization judged by held-out accuracy."""
 
 from __future__ import annotations
 
@@ -10,15 +10,32 @@ import pytest
 import torch
 
 from fat_deploy.exporters import export
-from fat_deploy.testbed import IMG_SIZE, TRAIN_THREADS, TestBed, build, split, torch_threads
+from fat_deploy.testbed import (
+    CLASSES,
+    GRID,
+    IMG_SIZE,
+    TRAIN_THREADS,
+    TestBed,
+    build,
+    patches,
+    photos,
+    tiles,
+    torch_threads,
+)
 
 
-def test_held_out_split_is_disjoint_stratified_and_reproducible() -> None:
-    targets = np.repeat(np.arange(10), 50)
-    train, test = split(targets, held_out=100, seed=0)
-    assert len(test) == 100 and not set(train) & set(test) and len(train) + len(test) == 500
-    assert np.bincount(targets[test]).tolist() == [10] * 10
-    assert np.array_equal(split(targets, held_out=100, seed=0)[1], test)
+def test_held_out_tiles_never_meet_the_training_tiles_and_patches_stay_inside_them() -> None:
+    held, trained = tiles(451, 300, held_out=True), tiles(451, 300, held_out=False)
+    assert len(held) == GRID and len(trained) == GRID * GRID - GRID
+
+    def pixels(boxes: list[tuple[int, int, int, int]]) -> set[tuple[int, int]]:
+        return {(x, y) for left, top, right, bottom in boxes for x in range(left, right) for y in range(top, bottom)}
+    assert not pixels(held) & pixels(trained) and len(pixels(held) | pixels(trained)) == 451 * 300
+    sources = photos()
+    assert len(sources) == len(CLASSES) == 17
+    first, labels = patches(sources[:2], 3, held_out=True, rng=np.random.default_rng(5))
+    again, _ = patches(sources[:2], 3, held_out=True, rng=np.random.default_rng(5))
+    assert first.shape == (6, 73, 73, 3) and labels.tolist() == [0, 0, 0, 1, 1, 1] and np.array_equal(first, again)
 
 
 def test_training_threads_are_pinned_and_restored() -> None:
@@ -35,11 +52,11 @@ def testbed() -> TestBed:
 
 @pytest.mark.slow
 def test_testbed_is_trained_accurate_and_complete(testbed: TestBed) -> None:
-    assert testbed.record["float_top1_pytorch"] >= 90.0
+    assert 75.0 <= testbed.record["float_top1_pytorch"] <= 92.0  # learned, and far from perfect: int8 can hurt it
     assert testbed.record["torch_threads"] == TRAIN_THREADS  # whatever thread count the worker had set
-    assert testbed.labels.read_text().split() == [str(d) for d in range(10)]
+    assert testbed.labels.read_text().split() == CLASSES
     counts = {folder.name: len(list(folder.glob("*.png"))) for folder in testbed.eval_dir.iterdir()}
-    assert sorted(counts) == [str(d) for d in range(10)] and sum(counts.values()) == testbed.record["held_out_images"]
+    assert sorted(counts) == sorted(CLASSES) and sum(counts.values()) == testbed.record["held_out_images"] == 544
     assert len(list(testbed.calibration_dir.glob("*.png"))) >= 32
 
 
@@ -50,7 +67,7 @@ def test_int8_is_judged_by_held_out_accuracy(testbed: TestBed, tmp_path: Path) -
     assert artifact.status == "passed", artifact.error
     accuracy = json.loads(artifact.manifest_path.read_text())["verification"]["accuracy"]  # type: ignore[union-attr]
     assert accuracy["images"] == testbed.record["held_out_images"] and accuracy["gating"] == "top-1 drop"
-    assert accuracy["reference"]["top1"] >= 90.0 and accuracy["top1_drop_points"] <= 1.0
+    assert accuracy["reference"]["top1"] >= 75.0 and accuracy["top1_drop_points"] <= 1.0
     assert artifact.comparison is not None and artifact.comparison["top1"] == accuracy["artifact"]["top1"]
 
 
@@ -101,3 +118,36 @@ def test_openvino_int8_static_through_nncf_is_judged_by_held_out_accuracy(testbe
     assert details["calibration"]["images"][0].startswith("calibration/")  # names, not host paths
     assert artifact.size_bytes is not None and artifact.size_bytes / details["float_size_bytes"] < 0.4
     assert details["latency"]["float_ms"] > 0 and details["latency"]["quantized_ms"] > 0
+
+
+@pytest.mark.slow
+def test_tflite_int8_static_holds_in_one_xnnpack_partition_and_a_quantized_stem_shows_the_damage(
+        testbed: TestBed, tmp_path: Path) -> None:
+    common = dict(checkpoint=testbed.checkpoint, labels=testbed.labels, img_size=IMG_SIZE, eval_dir=testbed.eval_dir,
+                  calibration=testbed.calibration_dir)
+    artifact = export("fat_b0", "tflite", "int8-static", tmp_path, **common)  # type: ignore[arg-type]
+    assert artifact.status == "passed", artifact.error
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    accuracy, details = manifest["verification"]["accuracy"], manifest["format_details"]
+    assert accuracy["gating"] == "top-1 drop" and accuracy["top1_drop_points"] <= 1.0
+    assert details["float_stem"]["module"] == "patch_embed" and "accuracy_search" not in details
+    assert {"MEAN", "MUL", "ADD"} <= set(details["float_ops"]["ops"])
+    xnnpack = details["coverage"]["accelerators"][0]
+    assert xnnpack["partitions"] == 1 and xnnpack["takes"] == xnnpack["total"]  # the norms' eps ADDs too
+    damaged = export("fat_b0", "tflite", "int8-static", tmp_path / "stem", int8_stem=True,  # type: ignore[arg-type]
+                     accuracy_search=False, **common)
+    assert damaged.status == "failed" and damaged.comparison is not None
+    assert damaged.comparison["top1_drop_points"] > 2.0  # the test bed shows what a naive recipe costs
+
+
+@pytest.mark.slow
+def test_coreml_weight_compression_of_the_trained_model_holds_in_simulated_float16(testbed: TestBed,
+                                                                                     tmp_path: Path) -> None:
+    # Core ML computes int8-weights files in float16: without the float16-safe norms, a norm of layers.2.blocks.5
+    # overflowed 65504 on this model (not on random or trained-looking weights).
+    artifact = export("fat_b0", "coreml", "int8-weights", tmp_path, checkpoint=testbed.checkpoint,
+                      labels=testbed.labels, img_size=IMG_SIZE)
+    assert artifact.status == "exported-not-verified", artifact.error
+    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+    check = manifest["verification"]["fp16_check"]
+    assert check["float16_safe_norms"]["scaled"] > 0 and check["passed"]

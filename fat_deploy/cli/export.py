@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON {folder: class index} for --eval-dir (default: folders named as labels or indices)")
     parser.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
                         help="top-1 points an artifact may lose on --eval-dir (default 1.0)")
+    parser.add_argument("--no-accuracy-search", action="store_true",
+                        help="a quantized file over --max-accuracy-drop fails as it is (default: its worst layers, "
+                             "as --explain ranks them, are kept float until it holds, where the format can)")
     parser.add_argument("--no-deploy", action="store_true", help="export the faithful model, not the deploy form")
     parser.add_argument("--no-verify", action="store_true", help="skip running the artifact (status: exported-not-verified)")
     parser.add_argument("--arm64", action="store_true",
@@ -248,6 +251,7 @@ def _run_plan(args: argparse.Namespace, model: str, plan: list[tuple[str, str]],
                               dict(checkpoint=args.checkpoint, img_size=img_size, batch=args.batch, labels=args.labels,
                                    eval_dir=args.eval_dir, eval_map=args.eval_map,
                                    max_accuracy_drop=args.max_accuracy_drop, deploy=not args.no_deploy,
+                                   accuracy_search=not args.no_accuracy_search,
                                    verify=not args.no_verify, arm64=args.arm64, force=args.force,
                                    **_format_options(args, fmt, precision))))
     err = Console(file=terminal().err)

@@ -95,7 +95,8 @@ class Explanation:
 
     images: list[str]
     method: str
-    worst_layers: list[dict[str, Any]]
+    worst_layers: list[dict[str, Any]]  # the worst few, for the manifest and the summary
+    ranking: list[str] = field(default_factory=list)  # every measured layer's name, worst first (accuracy search)
 
 
 @dataclass
@@ -161,8 +162,8 @@ class QuantizationOptions:
     calibration_size: int | None = option("--calibration-size", "int8-static / w8a8: calibration samples (default 32)",
                                           metavar="N")
     calibration_method: str | None = option("--calibration-method", "int8-static: calibrator (default minmax; "
-                                            "entropy and percentile: onnx only)",
-                                            choices=("minmax", "entropy", "percentile"))
+                                            "percentile: onnx only)",
+                                            choices=("minmax", "percentile"))
 
 
 def option_fields(options_type: type) -> tuple[dataclasses.Field[Any], ...]:

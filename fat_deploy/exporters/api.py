@@ -8,7 +8,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,14 @@ import torch.nn as nn
 from fat_deploy.common.aarch64 import unavailable_reason as aarch64_unavailable
 from fat_deploy.common.calibration import MIN_CALIBRATION_IMAGES, folder_images, verification_inputs
 from fat_deploy.common.evaluation import DEFAULT_MAX_ACCURACY_DROP, Evaluation, load_eval_set
+from fat_deploy.common.explain import SHOWN_BY_DEFAULT
 from fat_deploy.common.files import size_of
 from fat_deploy.common.labels import check_labels, default_labels, read_labels
 from fat_deploy.common.verify import TOLERANCES, Tolerance
-from fat_deploy.contract.formats import CALIBRATED, ExportFormat, ExportRequest, UnsupportedOptionError
-from fat_deploy.environment import check_input_budget, native_stdout_to_stderr
+from fat_deploy.contract.formats import CALIBRATED, QUANTIZED, ExportFormat, ExportRequest, UnsupportedOptionError
+from fat_deploy.environment import check_input_budget, int8_isa, native_stdout_to_stderr
 from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
+from fat_deploy.exporters.accuracy_search import METHOD, SearchStep, search, summary_line
 from fat_deploy.exporters.manifest import build_manifest, manifest_path_for
 from fat_deploy.exporters.options import check_request_options
 from fat_deploy.exporters.placement import check_targets, place_pair, prepare_output_dir, staging_folder
@@ -32,6 +34,7 @@ from fat_deploy.exporters.verification import (
     NOT_VERIFIED,
     PASSED,
     Status,
+    accuracy_problem,
     summarize,
     verify_artifact,
     verify_on_aarch64,
@@ -54,7 +57,13 @@ __all__ = ["Artifact", "CALIBRATED", "FAILED", "NOT_VERIFIED", "PASSED", "Status
            "check_labels", "check_request_options", "export", "read_labels", "resolve_img_size"]
 
 log = logging.getLogger("fat_deploy")
-FLOAT_PRECISIONS = (Precision.FP32, Precision.FP16)
+# Modes whose arithmetic is floating point (weight-only compression included: Core ML computes those in float16, and so
+# do GPU delegates): they get the exact float16-safe norm rewrite. The trained test bed's Core ML int8-weights file
+# overflowed 65504 in a norm of layers.2.blocks.5 without it.
+FLOAT_COMPUTE = (Precision.FP32, Precision.FP16, Precision.INT8_WEIGHTS, Precision.PALETTIZE_4, Precision.PALETTIZE_6,
+                 Precision.PALETTIZE_8, Precision.INT4_BLOCK)
+# A quantized file under this many times its float file's speed is flagged: it costs accuracy for little.
+WORTHWHILE_SPEEDUP = 1.2
 
 
 @dataclass
@@ -132,6 +141,7 @@ def export(
     verify: bool = True,
     arm64: bool = False,
     force: bool = False,
+    accuracy_search: bool = True,
     tolerance: Tolerance | None = None,
     on_stage: Callable[[str], None] | None = None,
     **format_options: Any,
@@ -143,6 +153,8 @@ def export(
     folder) raise :class:`FatDeployError` before any work; a conversion or verification failure returns an
     Artifact with status ``failed`` and leaves no file behind. ``arm64``: also run the verified file with the aarch64
     build of its runtime under emulation (:mod:`fat_deploy.common.aarch64`); a departure fails it.
+    ``accuracy_search``: a quantized file that loses more top-1 on ``eval_dir`` than allowed is re-quantized with its
+    worst layers kept float until it holds (:mod:`fat_deploy.exporters.accuracy_search`), where the format can.
     """
     _check_export_arguments(locals())
     stage = on_stage or (lambda _message: None)
@@ -177,28 +189,105 @@ def export(
     if calibration is not None and precision in CALIBRATED:
         check_calibration_folder(calibration)  # empty, unreadable or too small: before any work
     request.evaluation = evaluation_for(request, eval_dir, eval_map, max_accuracy_drop)
+    if not accuracy_search and eval_dir is None:
+        raise ArgumentError("--no-accuracy-search needs --eval-dir (the search runs on its labeled images)")
     if arm64:
         check_arm64(fmt, request, verify)
+    searching = accuracy_search and can_search(fmt, request)
+    if searching:
+        request.options["explain"] = True  # the first file's layer ranking guides the search
     target = out_dir / fmt.artifact_name(name, mode, request.options)
     targets = check_targets(target, manifest_path_for(target), force, fmt.is_artifact)
     if deploy:
         request.model = fmt.runtime_form(to_deploy(reference))
-        if mode in FLOAT_PRECISIONS:  # exact: float16-safe norms for devices that run float files in float16
+        if mode in FLOAT_COMPUTE:  # exact: float16-safe norms for devices that run float files in float16
             sample = torch.from_numpy(verification_inputs(spec, size)[0])
             request.float16_norm_scales = scale_norms_for_float16(request.model, sample)
     artifact = Artifact(model=name, format=fmt.name, precision=mode, status=FAILED)
     started = time.perf_counter()
+
+    def attempt(step_request: ExportRequest, staged: Path, outcome: Artifact) -> _Attempt:
+        return _convert_and_verify(fmt, step_request, staged, outcome, verify=verify, arm64=arm64, tolerance=tolerance,
+                                   stage=stage, checkpoint=checkpoint, labels_source=labels_source, deploy=deploy,
+                                   started=started)
     try:
         with staging_folder(out_dir) as workdir:
-            if _convert_and_verify(fmt, request, workdir / target.name, artifact, verify=verify, arm64=arm64,
-                                   tolerance=tolerance,
-                                   stage=stage, checkpoint=checkpoint, labels_source=labels_source, deploy=deploy,
-                                   started=started):
-                place_pair(workdir / target.name, workdir / targets.manifest.name, targets)
+            result = attempt(request, workdir / target.name, artifact)
+            if searching and result.accuracy_failed:
+                stage("searching for the layers to keep float")
+                artifact, result = _search_float_layers(request, workdir, target.name, artifact, result, attempt)
+            if result.manifest is not None:
+                with manifest_path_for(result.staged).open("w", encoding="utf-8") as handle:
+                    json.dump(result.manifest, handle, indent=2, default=str)
+                    handle.write("\n")
+                place_pair(result.staged, manifest_path_for(result.staged), targets)
                 artifact.path, artifact.manifest_path = target, targets.manifest
         return artifact
     finally:
         artifact.seconds = time.perf_counter() - started
+
+
+def can_search(fmt: ExportFormat, request: ExportRequest) -> bool:
+    """Whether a failing top-1 drop can be searched away: a quantized mode judged on --eval-dir, in a format whose
+    quantizer leaves named layers float and ranks them (``keep_float`` and ``explain`` options)."""
+    return (request.evaluation is not None and request.precision in QUANTIZED
+            and {"keep_float", "explain"} <= fmt.supported_options)
+
+
+@dataclass
+class _Attempt:
+    """One conversion and verification into ``staged``: its manifest (None: it failed) and what a search needs."""
+
+    staged: Path
+    manifest: dict[str, Any] | None = None
+    ranking: list[str] = field(default_factory=list)  # --explain's layers, worst first
+    accuracy: dict[str, Any] | None = None  # the verification's accuracy record
+    accuracy_failed: bool = False  # failed by its top-1 drop alone
+    speedup: float | None = None
+    size_bytes: int | None = None
+
+    def step(self, kept_float: int, artifact: Artifact, seconds: float) -> SearchStep:
+        drop = self.accuracy["top1_drop_points"] if self.accuracy else None
+        failure = None if self.manifest is not None or self.accuracy_failed else (artifact.error or "failed")
+        return SearchStep(kept_float, self.manifest is not None and artifact.status == PASSED, drop, self.speedup,
+                          self.size_bytes, round(seconds, 1), failure)
+
+
+def _search_float_layers(request: ExportRequest, workdir: Path, name: str, first_artifact: Artifact, first: _Attempt,
+                         attempt: Callable[[ExportRequest, Path, Artifact], _Attempt]) -> tuple[Artifact, _Attempt]:
+    """Re-export with the worst-ranked layers float until the top-1 drop holds; the passing step (its manifest
+    recording the search), or the first attempt with the search's outcome in its error."""
+    patterns = list(request.options.get("keep_float") or [])
+    tried: dict[int, tuple[Artifact, _Attempt, list[str]]] = {}
+
+    def step(layers: list[str]) -> SearchStep:
+        started = time.perf_counter()
+        options = {**request.options, "keep_float": [*patterns, *layers], "explain": False}
+        staged = workdir / f"keep-float-{len(layers)}" / name
+        staged.parent.mkdir()
+        outcome = Artifact(model=first_artifact.model, format=first_artifact.format,
+                           precision=first_artifact.precision, status=FAILED)
+        result = attempt(replace(request, options=options), staged, outcome)
+        tried[len(layers)] = (outcome, result, layers)
+        return result.step(len(layers), outcome, time.perf_counter() - started)
+
+    first_step = first.step(0, first_artifact, 0.0)
+    steps = search(first.ranking, step, first_step.top1_drop_points)
+    record = {"method": METHOD, "max_top1_drop_points": request.evaluation.max_drop if request.evaluation else None,
+              "ranked_layers": len(first.ranking), "ranking_head": first.ranking[:SHOWN_BY_DEFAULT],
+              "steps": [first_step.as_dict(), *(s.as_dict() for s in steps)]}
+    kept = tried[steps[-1].kept_float][2] if steps else []
+    line = summary_line(first_step, steps, kept) if steps else "accuracy search: no layer ranking to search"
+    if not steps or not steps[-1].passed:
+        first_artifact.notes.append(line)
+        first_artifact.error = f"{first_artifact.error}; {line}"
+        return first_artifact, first
+    artifact, result, _ = tried[steps[-1].kept_float]
+    artifact.notes.append(line)
+    assert result.manifest is not None
+    result.manifest["format_details"]["accuracy_search"] = {**record, "kept_float": kept}
+    artifact.cost["accuracy_search"] = {"kept_float": kept, "steps": len(steps)}
+    return artifact, result
 
 
 def evaluation_for(request: ExportRequest, eval_dir: str | Path | None, eval_map: str | Path | None,
@@ -256,7 +345,7 @@ def _check_export_arguments(arguments: dict[str, Any]) -> None:
     if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
         raise ArgumentError(f"max_accuracy_drop must be a number of points, got {type(drop).__name__}")
     require_str("calibration_method", arguments["calibration_method"], optional=True)
-    for flag in ("deploy", "verify", "arm64", "force"):
+    for flag in ("deploy", "verify", "arm64", "force", "accuracy_search"):
         require_bool(flag, arguments[flag])
     model = arguments["model_or_name"]
     if not isinstance(model, (str, nn.Module)):
@@ -285,8 +374,10 @@ def _convert_and_verify(
     fmt: ExportFormat, request: ExportRequest, staged: Path, artifact: Artifact, *, verify: bool, arm64: bool,
     tolerance: Tolerance | None, stage: Callable[[str], None], checkpoint: str | Path | None,
     labels_source: str, deploy: bool, started: float,
-) -> bool:
-    """Convert into ``staged``, verify, and write the manifest beside it; False (artifact.error set) on failure."""
+) -> _Attempt:
+    """Convert into ``staged`` and verify; the attempt carries the manifest to write beside it, or none (artifact.error
+    set) on failure."""
+    result = _Attempt(staged)
     stage("converting")
     try:
         with native_stdout_to_stderr(), warnings.catch_warnings():
@@ -296,17 +387,22 @@ def _convert_and_verify(
         raise
     except Exception as error:  # noqa: BLE001 - any converter failure is reported, not raised
         artifact.error = f"conversion failed: {_one_line(error)}"
-        return False
+        return result
     export_seconds = time.perf_counter() - started
     if conversion.explanation is not None:  # shown even if verification fails
         artifact.explain = conversion.explanation.worst_layers
+        result.ranking = conversion.explanation.ranking
+    result.size_bytes = size_of(staged) if staged.exists() else None
     if conversion.float_size_bytes is not None:
         artifact.cost["float_size_bytes"] = conversion.float_size_bytes
     if (latency := conversion.latency) is not None:
         artifact.cost["latency"] = latency.as_dict()
-        if latency.speedup < 1.0:  # never shown as a plain success
-            artifact.notes.append(f"slower than its float version: {latency.speedup:.2f}x the speed ({latency.float_ms} "
-                                  f"-> {latency.quantized_ms} ms, {latency.runtime}, 1 thread)")
+        result.speedup = latency.speedup
+        if latency.speedup < WORTHWHILE_SPEEDUP:  # never shown as a plain success
+            verdict = "slower than its float version" if latency.speedup < 1.0 else (
+                f"under {WORTHWHILE_SPEEDUP}x its float version's speed")
+            artifact.notes.append(f"{verdict}: {latency.speedup:.2f}x the speed ({latency.float_ms} -> "
+                                  f"{latency.quantized_ms} ms, {latency.runtime}, 1 thread, {int8_isa()})")
     artifact.notes.extend(conversion.notes)
     details = conversion.manifest_details()
     details["coverage"] = _coverage(fmt, staged, artifact.notes)
@@ -319,7 +415,7 @@ def _convert_and_verify(
                                                    conversion.simulation)
         except Exception as error:  # noqa: BLE001
             artifact.error = f"verification failed: {_one_line(error)}"
-            return False
+            return result
     else:
         status, verification = NOT_VERIFIED, {"skipped": "--no-verify", "tolerance": check.as_dict()}
         artifact.notes.append("verification skipped (--no-verify)")
@@ -337,13 +433,12 @@ def _convert_and_verify(
             artifact.notes.append(f"aarch64 ({record['cpu_emulated']} emulated): {reason}")
     artifact.comparison = summarize(verification)
     artifact.status = status
+    result.accuracy = verification.get("accuracy")
     if status == FAILED:
         artifact.error = "verification outside tolerance: " + "; ".join(artifact.notes)
-        return False
+        result.accuracy_failed = accuracy_problem(verification) is not None
+        return result
     artifact.size_bytes = size_of(staged)
-    manifest = build_manifest(request, fmt, staged, details, verification, status, export_seconds,
-                         checkpoint, labels_source, deploy)
-    with manifest_path_for(staged).open("w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, default=str)
-        handle.write("\n")
-    return True
+    result.manifest = build_manifest(request, fmt, staged, details, verification, status, export_seconds,
+                                     checkpoint, labels_source, deploy)
+    return result

@@ -277,5 +277,6 @@ for _name, (_cfg, _label, _source, _official) in FAT_CONFIGS.items():
             official=_official,
             paper_label=_label,
             resize_size=256,
+            stem="patch_embed",
         )
     )

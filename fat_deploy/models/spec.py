@@ -33,6 +33,9 @@ class ModelSpec:
     interpolation: str = "bicubic"
     min_input_size: int = 32
     fixed_input_size: bool = False  # built for input_size only (e.g. learned position tables of that size)
+    # The module that reads the image (its first convolutions): where int8 recipes that quantize activations by
+    # op type lose most (LiteRT's int8-static keeps it float; see fat_deploy/runtimes/tflite/converter.py).
+    stem: str | None = None
 
     @property
     def paper(self) -> PaperNumbers | None:

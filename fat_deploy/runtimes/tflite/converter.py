@@ -25,6 +25,7 @@ from fat_deploy.contract.formats import (
     ExportRequest,
     UnsupportedOptionError,
     explain_option,
+    flag_of,
     keep_float_option,
     option,
     require_module,
@@ -84,13 +85,24 @@ def check_keep_float_matches(path: Path, patterns: list[str]) -> None:
 
 
 # int8-static keeps these op types float: XNNPACK (LiteRT's CPU path) has no int8 kernel for them as FAT uses
-# them, so quantized they ran outside the delegate, between quantize/dequantize pairs. FAT-B0 test bed at 224 px,
-# one run (AMD EPYC family 25 model 17, 1 thread, ai-edge-litert 2.3.0), fp32 24.8 ms: everything int8 35.5 ms
-# (0.70x); BATCH_MATMUL, SOFTMAX, GELU float 20.6 ms (1.20x); and RSQRT, SUB (LayerNorm's) float 15.6 ms (1.59x).
+# them, so quantized they ran outside the delegate, between quantize/dequantize pairs. FAT-B0 at 224 px, one run
+# (AMD EPYC family 25 model 17, 1 thread, ai-edge-litert 2.3.0), fp32 24.8 ms: everything int8 35.5 ms (0.70x);
+# BATCH_MATMUL, SOFTMAX, GELU float 20.6 ms (1.20x); and RSQRT, SUB (LayerNorm's) float 15.6 ms (1.59x).
 # A float SOFTMAX also keeps --mediapipe scores exact (int8 probabilities would zero every small score).
-FLOAT_IN_INT8_STATIC = ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT", "SUB")
-FLOAT_OPS_REASON = ("no XNNPACK int8 kernel for them here: quantized, they ran outside the delegate "
-                    "(FAT-B0 0.70x -> 1.59x the fp32 speed when kept float)")
+# MEAN, MUL, ADD: the rest of every norm's statistics (mean of squares, variance + eps). Quantized, the variance's
+# `+ eps` ADD has an int8 eps whose scale is 1e-4 of the output's (or 0): outside the [2^-10, 2^8) input/output scale
+# ratio XNNPACK's int8 ADD takes, so each of FAT-B0's 26 norms left one ADD outside the delegate (27 partitions), and
+# the int8 mean of squares rounds small variances away. Photo-patches test bed (64 px, 544 held-out images; AMD EPYC
+# family 26 model 2): top-1 drop 8.6 points with them int8, 2.6 float (one partition, 1.62x fp32 speed).
+FLOAT_IN_INT8_STATIC = ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT", "SUB", "MEAN", "MUL", "ADD")
+FLOAT_OPS_REASON = ("no XNNPACK int8 kernel for them here (quantized, they ran outside the delegate: FAT-B0 0.70x -> "
+                    "1.59x the fp32 speed when kept float), and the norms' statistics (an int8 `+ eps` is outside "
+                    "XNNPACK's int8 ADD scale range and rounds the variance; 8.6 -> 2.6 points top-1 drop)")
+# ... and the model's stem (ModelSpec.stem: the convolutions that read the image) stays float unless --int8-stem:
+# on the same test bed, the drop left with the ops above float was 2.6 points, -0.6 (a gain) with the stem float too,
+# for 1.6% of the file size; 1.55x fp32 speed at 224 px (one partition).
+STEM_REASON = ("the convolutions that read the image lose most in int8 (test bed: top-1 drop 2.6 -> -0.6 points "
+               "with them float, for 1.6% more bytes)")
 MEDIAPIPE_SCORE_TOLERANCE = 1e-4  # MediaPipe vs its reference, absolute, on probabilities
 
 
@@ -102,6 +114,8 @@ class TFLiteOptions:
     mediapipe: bool = option("--mediapipe", "tflite: a file MediaPipe Tasks' ImageClassifier and the TFLite Task "
                              "Library load as it is: NHWC RGB input in [0, 1], normalisation inside, softmax "
                              "scores out, TFLite metadata with the labels", default=False)
+    int8_stem: bool = option("--int8-stem", "tflite int8-static: quantize the model's stem too (default: float, "
+                             "where int8 loses most)", default=False)
     keep_float: list[str] | None = keep_float_option()
     explain: bool = explain_option()
 
@@ -129,8 +143,9 @@ class TFLiteFormat(ExportFormat):
 
     def check_options(self, precision: Precision, options: dict[str, Any]) -> None:
         super().check_options(precision, options)
-        if options.get("int8_io") and precision != "int8-static":
-            raise UnsupportedOptionError(f"--int8-io applies to int8-static only, not {precision}")
+        for name in ("int8_io", "int8_stem"):
+            if options.get(name) and precision != "int8-static":
+                raise UnsupportedOptionError(f"{flag_of(TFLiteOptions, name)} applies to int8-static only, not {precision}")
         if options.get("mediapipe"):
             if options.get("int8_io"):
                 raise UnsupportedOptionError("--mediapipe keeps float32 input/output (MediaPipe normalises the "
@@ -264,6 +279,11 @@ class TFLiteFormat(ExportFormat):
             elif request.precision == "int8-static":
                 details["scheme"] = "static W8A8 with int8 input/output tensors (--int8-io)"
             check_keep_float_matches(path, request.options.get("keep_float") or [])
+            if request.precision == "int8-static" and request.spec.stem and not request.options.get("int8_stem"):
+                engine.update_quantization_recipe(regex=f".*_{re.escape(request.spec.stem)}/.*",
+                                                  operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                                  algorithm_key=AlgorithmName.NO_QUANTIZE)
+                details["float_stem"] = {"module": request.spec.stem, "why": STEM_REASON}
             for pattern in request.options.get("keep_float") or []:
                 engine.update_quantization_recipe(regex=pattern_regex(pattern),
                                                   operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
@@ -287,8 +307,9 @@ class TFLiteFormat(ExportFormat):
         if request.options.get("explain"):
             inputs, names = explain_inputs(request, sources)
             inputs = TFLiteFormat.graph_inputs(request, inputs)
-            conversion.explanation = Explanation(images=names, method=EXPLAIN_METHOD,
-                                                 worst_layers=report(explain_tflite(float_path, path, inputs)))
+            errors = explain_tflite(float_path, path, inputs)
+            conversion.explanation = Explanation(images=names, method=EXPLAIN_METHOD, worst_layers=report(errors),
+                                                 ranking=[error.name for error in errors])
         float_path.unlink()
         return conversion
 
