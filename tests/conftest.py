@@ -35,6 +35,29 @@ STARTED_FIRST = (
 )
 
 
+# What ran beside the slowest tests (the suite's time varies 2-5x run to run in the peers' export tests, unexplained):
+# each test's wall-clock span (setup to teardown, as its worker reported it), and at the end of the run the tests
+# whose spans overlapped each of the slowest few.
+SPANS: dict[str, list[float]] = {}
+OVERLAPS_SHOWN = 6
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    span = SPANS.setdefault(report.nodeid, [report.start, report.stop])
+    span[0], span[1] = min(span[0], report.start), max(span[1], report.stop)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if len(SPANS) < 2:
+        return
+    terminalreporter.section("what ran beside the slowest tests")
+    for nodeid, (start, stop) in sorted(SPANS.items(), key=lambda item: item[1][0] - item[1][1])[:OVERLAPS_SHOWN]:
+        beside = [(min(stop, end) - max(start, begin), other) for other, (begin, end) in SPANS.items()
+                  if other != nodeid and begin < stop and end > start]
+        shown = ", ".join(f"{other.split('::')[-1]} {seconds:.0f}s" for seconds, other in sorted(beside, reverse=True)[:4])
+        terminalreporter.write_line(f"{stop - start:.0f}s {nodeid.split('::')[-1]}: beside {shown or 'nothing'}")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = getattr(item, "originalname", item.name)
