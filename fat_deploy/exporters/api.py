@@ -242,7 +242,7 @@ class _Attempt:
     manifest: dict[str, Any] | None = None
     ranking: list[str] = field(default_factory=list)  # --explain's layers, worst first
     accuracy: dict[str, Any] | None = None  # the verification's accuracy record
-    accuracy_failed: bool = False  # failed by its top-1 drop alone
+    accuracy_failed: bool = False  # failed, its top-1 drop over the limit (more float layers may help)
     speedup: float | None = None
     size_bytes: int | None = None
 
@@ -273,7 +273,8 @@ def _search_float_layers(request: ExportRequest, workdir: Path, name: str, first
 
     first_step = first.step(0, first_artifact, 0.0)
     steps = search(first.ranking, step, first_step.top1_drop_points)
-    record = {"method": METHOD, "max_top1_drop_points": request.evaluation.max_drop if request.evaluation else None,
+    assert request.evaluation is not None  # can_search() asked for it
+    record = {"method": METHOD, "max_top1_drop_points": request.evaluation.max_drop,
               "ranked_layers": len(first.ranking), "ranking_head": first.ranking[:SHOWN_BY_DEFAULT],
               "steps": [first_step.as_dict(), *(s.as_dict() for s in steps)]}
     kept = tried[steps[-1].kept_float][2] if steps else []

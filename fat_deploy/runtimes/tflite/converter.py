@@ -93,16 +93,16 @@ def check_keep_float_matches(path: Path, patterns: list[str]) -> None:
 # `+ eps` ADD has an int8 eps whose scale is 1e-4 of the output's (or 0): outside the [2^-10, 2^8) input/output scale
 # ratio XNNPACK's int8 ADD takes, so each of FAT-B0's 26 norms left one ADD outside the delegate (27 partitions), and
 # the int8 mean of squares rounds small variances away. Photo-patches test bed (64 px, 544 held-out images; AMD EPYC
-# family 26 model 2): top-1 drop 8.6 points with them int8, 2.6 float (one partition, 1.62x fp32 speed).
+# family 26 model 2): top-1 drop 8.6 points with them int8, 2.6 float (one partition, 1.62x fp32 speed at 64 px).
 FLOAT_IN_INT8_STATIC = ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT", "SUB", "MEAN", "MUL", "ADD")
 FLOAT_OPS_REASON = ("no XNNPACK int8 kernel for them here (quantized, they ran outside the delegate: FAT-B0 0.70x -> "
                     "1.59x the fp32 speed when kept float), and the norms' statistics (an int8 `+ eps` is outside "
                     "XNNPACK's int8 ADD scale range and rounds the variance; 8.6 -> 2.6 points top-1 drop)")
 # ... and the model's stem (ModelSpec.stem: the convolutions that read the image) stays float unless --int8-stem:
 # on the same test bed, the drop left with the ops above float was 2.6 points, -0.6 (a gain) with the stem float too,
-# for 1.6% of the file size; 1.55x fp32 speed at 224 px (one partition).
+# for 1.5% of the file size; 1.55x fp32 speed at 224 px (one partition).
 STEM_REASON = ("the convolutions that read the image lose most in int8 (test bed: top-1 drop 2.6 -> -0.6 points "
-               "with them float, for 1.6% more bytes)")
+               "with them float, for 1.5% more bytes)")
 MEDIAPIPE_SCORE_TOLERANCE = 1e-4  # MediaPipe vs its reference, absolute, on probabilities
 
 
