@@ -17,8 +17,14 @@ from fake_runtime import FAKE_RUNTIME
 
 from fat_deploy import registry
 from fat_deploy.cli.export import main as fat_export
+from fat_deploy.common.threads import compute_on_share_of_cores
 from fat_deploy.models import create_model
 from fat_deploy.models.synthetic import randomize_norm_stats
+
+# Each xdist worker computes on its share of the cores: two workers with two torch threads each on two cores stalled
+# each other's parallel regions, up to 5x (fat_deploy.common.threads).
+if (WORKERS := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
+    compute_on_share_of_cores(WORKERS)
 
 # The longest end-to-end tests, started first and in this order (seconds in a clean-clone run here): `make test`
 # hands each xdist worker one test at a time (--maxschedchunk 1; a worker starts with two), so the two workers

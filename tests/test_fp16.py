@@ -11,7 +11,7 @@ import torch
 
 from fat_deploy import export
 from fat_deploy.common.calibration import verification_inputs
-from fat_deploy.common.fp16 import HALF_MAX, Arithmetic, check_fp16, tree_sum
+from fat_deploy.common.fp16 import HALF_MAX, Arithmetic, check_fp16, sequential_dot, to_half, tree_sum
 from fat_deploy.common.verify import TOLERANCES
 from fat_deploy.exporters.verification import Status
 from fat_deploy.models import create_model, get_spec, to_deploy
@@ -36,6 +36,28 @@ def test_tree_sum_rounds_every_partial_sum_and_overflows_like_float16() -> None:
     squares = torch.full((1, 100_352), 0.9)  # FAT-B0 stage 1 at 224 px: C*H*W values, mean square 0.81
     total, _ = tree_sum(squares * squares, [1])
     assert torch.isinf(total).all(), "100,352 squares of 0.9 sum past 65504"
+
+
+@pytest.mark.parametrize(("left", "right"), [((1, 2, 8, 27), (3, 2, 27, 50)), ((4, 1, 9), (4, 9, 1)), ((2, 5, 0), (2, 0, 4))])
+def test_sequential_dot_rounds_after_every_multiply_add_in_order(left: tuple[int, ...], right: tuple[int, ...]) -> None:
+    """The in-place accumulation equals the definition bit for bit: a float32 multiply-add, then float16 rounding,
+    one reduction step at a time; the peak is the largest accumulator magnitude any step reached."""
+    torch.manual_seed(0)
+    a, b = to_half(torch.randn(left) * 40), to_half(torch.randn(right) * 40)
+    expected = torch.zeros(torch.broadcast_shapes((*left[:-1], 1), (*right[:-2], 1, right[-1])))
+    peak = 0.0
+    for k in range(left[-1]):
+        expected = to_half(expected + a[..., k:k + 1] * b[..., k:k + 1, :])
+        peak = max(peak, float(expected.abs().max()))
+    product, reached = sequential_dot(a, b)
+    assert torch.equal(product, expected) and reached == peak
+    if left[-1]:
+        assert product.dtype == torch.float32 and torch.equal(product, to_half(product))  # float16 values
+
+
+def test_sequential_dot_overflows_to_inf_like_float16() -> None:
+    product, peak = sequential_dot(torch.full((1, 3), 200.0), torch.full((3, 1), 200.0))  # 40,000 then 80,000
+    assert torch.isinf(product).all() and peak == float("inf")
 
 
 def test_fat_norms_overflow_in_float16_accumulation_until_rewritten_exactly(photos: np.ndarray) -> None:

@@ -2,8 +2,9 @@
 
 Each export is the same :func:`~fat_deploy.exporters.api.export` call, run in a fresh ``spawn`` process (torch's
 thread pools do not survive ``fork``), so staging, verification and placement work exactly as in a single run;
-stage messages come back through a queue for the progress display. Converters are mostly single-threaded Python,
-so on a machine with cores to spare the wall time approaches that of the slowest converter.
+stage messages come back through a queue for the progress display. Each process computes on its share of the cores
+(:mod:`fat_deploy.common.threads`). Converters are mostly single-threaded Python, so on a machine with cores to
+spare the wall time approaches that of the slowest converter.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fat_deploy.common.threads import compute_on_share_of_cores
 from fat_deploy.exporters.api import FAILED, Artifact, export
 from fat_deploy.precision import parse_precision
 from fat_deploy.registry import get_format
@@ -42,9 +44,10 @@ class ExportJob:
 _stages: Any = None  # the worker's end of the stage queue
 
 
-def _start_worker(stages: Any) -> None:
+def _start_worker(stages: Any, processes: int) -> None:
     global _stages
     _stages = stages
+    compute_on_share_of_cores(processes)  # N processes x all cores' threads would stall each other
 
 
 def _run_in_worker(index: int, job: ExportJob) -> Artifact:
@@ -65,8 +68,9 @@ def run_exports(jobs: Sequence[ExportJob], workers: int, on_stage: Callable[[int
     stages = context.Queue()
     slowest_first = sorted(range(len(jobs)), key=lambda index: -get_format(jobs[index].format).conversion_weight)
     results: dict[int, Artifact] = {}
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, initializer=_start_worker,
-                             initargs=(stages,)) as pool:
+    processes = min(workers, len(jobs))
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_start_worker,
+                             initargs=(stages, processes)) as pool:
         running: dict[Future[Artifact], int] = {pool.submit(_run_in_worker, i, jobs[i]): i for i in slowest_first}
         pending = set(running)
         try:
