@@ -38,7 +38,8 @@ def test_tree_sum_rounds_every_partial_sum_and_overflows_like_float16() -> None:
     assert torch.isinf(total).all(), "100,352 squares of 0.9 sum past 65504"
 
 
-@pytest.mark.parametrize(("left", "right"), [((1, 2, 8, 27), (3, 2, 27, 50)), ((4, 1, 9), (4, 9, 1)), ((2, 5, 0), (2, 0, 4))])
+@pytest.mark.parametrize(("left", "right"),
+                         [((1, 2, 8, 27), (3, 2, 27, 50)), ((4, 1, 9), (4, 9, 1)), ((2, 5, 0), (2, 0, 4))])
 def test_sequential_dot_rounds_after_every_multiply_add_in_order(left: tuple[int, ...], right: tuple[int, ...]) -> None:
     """The in-place accumulation equals the definition bit for bit: a float32 multiply-add, then float16 rounding,
     one reduction step at a time; the peak is the largest accumulator magnitude any step reached."""
