@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 
 from fat_deploy.errors import InputSizeError
 
@@ -26,6 +27,12 @@ def package_version(name: str) -> str | None:
 def tool_versions(names: tuple[str, ...]) -> dict[str, str]:
     """Installed versions of ``names`` (those not installed are left out)."""
     return {name: version for name in names if (version := package_version(name)) is not None}
+
+
+def cache_root() -> Path:
+    """fat-deploy's cache folder (exports the harness times, the test bed, the ARM64 root):
+    ``$XDG_CACHE_HOME/fat-deploy``, ``~/.cache/fat-deploy`` when that is unset or empty."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fat-deploy"
 
 
 def available_cores() -> int:

@@ -15,6 +15,7 @@ from fat_deploy import export, measure, registry
 from fat_deploy.cli.export import main as fat_export
 from fat_deploy.common.files import sha256_of
 from fat_deploy.contract.session import LoadRequest
+from fat_deploy.environment import cache_root
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters.bundle import INDEX
 from fat_deploy.exporters.jobs import run_exports
@@ -129,6 +130,22 @@ def test_harness_exports_through_the_pipeline_and_times_the_file(tmp_path: Path)
     assert record.stats and record.stats["runs"] >= 3 and record.stats["median_ms"] > 0
     again = measure("fat_b0", "fake-npz", img_size=64, warmup=1, runs=3, cache_dir=tmp_path)
     assert again.artifact_sha256 == record.artifact_sha256  # the cached, verified file is reused
+
+
+def test_harness_cache_follows_the_cache_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --cache-dir the timed exports go under $FAT_DEPLOY_CACHE, else $XDG_CACHE_HOME/fat-deploy (where the test
+    bed and the ARM64 root live too), else ~/.cache/fat-deploy."""
+    monkeypatch.delenv("FAT_DEPLOY_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "fat-deploy"
+    record = measure("fat_b0", "fake-npz", img_size=64, warmup=1, runs=3)
+    assert record.artifact and Path(record.artifact).is_relative_to(tmp_path / "xdg" / "fat-deploy")
+    monkeypatch.setenv("FAT_DEPLOY_CACHE", str(tmp_path / "own"))
+    record = measure("fat_b0", "fake-npz", img_size=64, warmup=1, runs=3)
+    assert record.artifact and Path(record.artifact).is_relative_to(tmp_path / "own")
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == tmp_path / "home" / ".cache" / "fat-deploy"
 
 
 def test_the_fake_file_runs_in_its_backend_as_pytorch_does(tmp_path: Path, fat_b0: torch.nn.Module) -> None:

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"large-batch images/s (batch {THROUGHPUT_BATCH} unless --batch)")
     parser.add_argument("--no-deploy", action="store_true", help="time the faithful model, not the deploy form (torch)")
     parser.add_argument("--channels-last", action="store_true", help="torch: channels-last memory format")
-    parser.add_argument("--cache-dir", help="where exported artifacts are kept (default ~/.cache/fat-deploy)")
+    parser.add_argument("--cache-dir", help="where exported artifacts are kept (default $FAT_DEPLOY_CACHE, else "
+                        "$XDG_CACHE_HOME/fat-deploy, ~/.cache/fat-deploy)")
     parser.add_argument("--json", metavar="PATH", help="append one JSON line per measurement")
     parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
     parser.add_argument("--csv", metavar="PATH", help="write the table as CSV")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fat_deploy.environment import cache_root
+
 CPU_MODEL = "cortex-a76"
 QEMU = "qemu-aarch64-static"
 ROOT_VARIABLE = "FAT_DEPLOY_ARM64_ROOT"
@@ -38,8 +40,7 @@ def emulation_root() -> Path:
     ``make arm64-root`` puts it."""
     if value := os.environ.get(ROOT_VARIABLE):
         return Path(value)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "fat-deploy" / "arm64-root"
+    return cache_root() / "arm64-root"
 
 
 def unavailable_reason() -> str | None:

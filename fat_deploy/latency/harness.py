@@ -25,7 +25,7 @@ from fat_deploy import version as version_module
 from fat_deploy.common.files import sha256_of, size_of
 from fat_deploy.contract.session import BackendError, LoadRequest, Runner
 from fat_deploy.contract.timing import time_runner
-from fat_deploy.environment import available_cores, check_input_budget, host_info
+from fat_deploy.environment import available_cores, cache_root, check_input_budget, host_info
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.exporters.api import resolve_img_size
@@ -286,7 +286,7 @@ def measure(
         torch_model = create_model(spec.name, checkpoint=checkpoint)
         torch_model = to_deploy(torch_model) if deploy else torch_model
     else:
-        cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE") or Path.home() / ".cache" / "fat-deploy")
+        cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE") or cache_root())
         artifact_path = artifact_for(spec.name, runtime.artifact_format, precision, size, batch, checkpoint, cache)
     if artifact_path is not None:
         record.artifact, record.artifact_sha256 = str(artifact_path), sha256_of(artifact_path)
@@ -317,7 +317,7 @@ def measure(
         record.fresh_process = measure_fresh_process(adapter, artifact_path, batch, size, threads,
                                                      max(5, min(runs, 20)))
     if end_to_end:
-        cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE") or Path.home() / ".cache" / "fat-deploy")
+        cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE") or cache_root())
         record.end_to_end = image_to_label(runner, runtime.name, runtime.artifact_format, spec.name, precision, size,
                                            checkpoint, cache, app_form_too=artifact is None)
     if profile_runs:  # after timing, never inside it: profilers slow the runs they observe
