@@ -32,7 +32,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from fat_deploy.environment import host_info
+from fat_deploy.environment import cache_root, host_info
 from fat_deploy.models import create_model
 from fat_deploy.models.registry import get_spec
 
@@ -228,7 +227,7 @@ def cache_key(epochs: int) -> str:
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fat-deploy" / "testbed"
+    return cache_root() / "testbed"
 
 
 @contextlib.contextmanager
