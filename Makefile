@@ -54,8 +54,10 @@ browser: arm64-root
 
 # Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long); one
 # test handed out at a time, the longest first (tests/conftest.py, STARTED_FIRST), so both finish together.
+# Before them, mypy (one core) beside the test bed's training (two threads), and the ARM64 root then chromium (mostly
+# downloads; one apt at a time) in a third slot, off the training's critical path.
 test: setup
-	$(MAKE) --no-print-directory -j2 check testbed arm64-root browser  # mypy (one core) beside the test bed's training
+	$(MAKE) --no-print-directory -j3 check testbed arm64-root browser
 	FAT_DEPLOY_ARM64_ROOT="$(ARM64_ROOT)" FAT_DEPLOY_EXPECT_ARM64=$(ARM64_POSSIBLE) FAT_DEPLOY_EXPECT_BROWSER=$(ARM64_POSSIBLE) \
 		$(PY) -m pytest -n 2 --maxschedchunk 1 --durations=25
 

@@ -41,6 +41,7 @@ from fat_deploy.runtimes.ncnn.converter import pnnx_convert
 from fat_deploy.runtimes.ncnn.session import NcnnRunner
 from fat_deploy.runtimes.ncnn.standalone import load as ncnn_load
 from fat_deploy.runtimes.openvino.session import OpenVinoRunner
+from fat_deploy.runtimes.openvino.standalone import openvino_module
 
 SIZE = (224, 224)
 FP32_FORMATS = ("onnx", "tflite", "executorch", "openvino", "mnn", "ncnn")
@@ -48,15 +49,12 @@ FP32_FORMATS = ("onnx", "tflite", "executorch", "openvino", "mnn", "ncnn")
 
 def default_compiled(xml: Path) -> OpenVinoRunner:
     """An IR compiled as the documentation's one call does: no settings but the thread count."""
-    import openvino as ov
-
-    core = ov.Core()
+    core = openvino_module().Core()
     return OpenVinoRunner(core, core.read_model(str(xml)), 1, settings={"INFERENCE_NUM_THREADS": 1})
 
 
 def generic_ir(model: torch.nn.Module, folder: Path) -> Path:
-    import openvino as ov
-
+    ov = openvino_module()
     folder.mkdir()
     ov.save_model(ov.convert_model(model, example_input=torch.randn(1, 3, *SIZE)), str(folder / "model.xml"))
     return folder / "model.xml"

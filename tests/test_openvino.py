@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import export
 from fat_deploy.latency.harness import measure
 from fat_deploy.registry import get_format
-from fat_deploy.runtimes.openvino.standalone import MODEL_BIN, MODEL_XML, compile_settings
+from fat_deploy.runtimes.openvino.standalone import MODEL_BIN, MODEL_XML, compile_settings, openvino_module
 
 OPENVINO = get_format("openvino")
 
@@ -38,8 +41,7 @@ def test_the_artifact_is_the_ir_pair_verified_in_f32(small_ir: Path) -> None:
 
 
 def test_every_load_asks_for_f32_arithmetic(small_ir: Path) -> None:
-    import openvino as ov
-
+    ov = openvino_module()
     # Without the hint the CPU plugin picks bfloat16 on AVX512_BF16/AMX CPUs (this project's CI has seen one).
     compiled = ov.Core().compile_model(str(small_ir / MODEL_XML), "CPU", compile_settings(1))
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
@@ -92,3 +94,21 @@ def test_a_damaged_ir_is_one_line_without_openvinos_source_locations(
     assert fat_inspect([str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not readable as openvino" in err and "Exception from" not in err
+
+
+@pytest.mark.slow
+def test_an_export_sends_no_telemetry_and_writes_nothing_in_the_home_folder(tmp_path: Path) -> None:
+    # Outside CI, with no consent file, openvino.convert_model would write ~/intel/openvino_ga_cid and ~/intel/stats
+    # and send usage events (openvino-telemetry is opt-out). A fresh process: nothing has imported openvino yet.
+    home, out = tmp_path / "home", tmp_path / "out"
+    home.mkdir()
+    environment = {key: value for key, value in os.environ.items() if key not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    script = ("import sys; from fat_deploy.exporters import export\n"
+              "artifact = export('fat_b0', 'openvino', out=sys.argv[1], img_size=64)\n"
+              "assert artifact.status == 'passed', artifact.error\n"
+              "print(sys.modules['openvino_telemetry'] is None)\n")
+    run = subprocess.run([sys.executable, "-c", script, str(out)], env={**environment, "HOME": str(home)},
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(path.name for path in home.rglob("*")) == []
+    assert run.stdout.split() == ["True"]  # the tools ran on their no-op stubs

@@ -26,7 +26,13 @@ from fat_deploy.precision import Precision
 from fat_deploy.runtimes.openvino.coverage import openvino_coverage
 from fat_deploy.runtimes.openvino.guide import guide
 from fat_deploy.runtimes.openvino.session import OpenVinoBackend
-from fat_deploy.runtimes.openvino.standalone import MODEL_BIN, MODEL_XML, PRECISION_HINT, every_output
+from fat_deploy.runtimes.openvino.standalone import (
+    MODEL_BIN,
+    MODEL_XML,
+    PRECISION_HINT,
+    every_output,
+    openvino_module,
+)
 
 NNCF_DEFAULTS = ("NNCF defaults: min/max of the weights, the mean over images of each image's activation min/max, "
                  "SmoothQuant, fast bias correction")
@@ -34,21 +40,18 @@ NNCF_DEFAULTS = ("NNCF defaults: min/max of the weights, the mean over images of
 
 def to_openvino(request: ExportRequest) -> Any:
     """The converted model, with the request's input shape fixed (no shape arithmetic left for run time)."""
-    import openvino as ov
-
     shape = [request.batch, 3, *request.img_size]
     with torch.no_grad():
-        return ov.convert_model(request.model.eval(), example_input=torch.randn(*shape), input=shape)
+        return openvino_module().convert_model(request.model.eval(), example_input=torch.randn(*shape), input=shape)
 
 
 def save_ir(model: Any, folder: Path, fp16_weights: bool) -> None:
-    import openvino as ov
-
     folder.mkdir()
-    ov.save_model(model, str(folder / MODEL_XML), compress_to_fp16=fp16_weights)
+    openvino_module().save_model(model, str(folder / MODEL_XML), compress_to_fp16=fp16_weights)
 
 
 def quantize_nncf(model: Any, request: ExportRequest) -> tuple[Any, Calibration, dict[str, Any]]:
+    openvino_module()  # first: NNCF reads openvino-telemetry when imported
     import nncf
 
     samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fat_deploy.contract.coverage import Accelerator, Coverage
 from fat_deploy.runtimes.openvino.session import openvino_reason
-from fat_deploy.runtimes.openvino.standalone import MODEL_XML
+from fat_deploy.runtimes.openvino.standalone import MODEL_XML, openvino_module
 
 BOOKKEEPING = {"Constant", "Parameter", "Result"}
 # Ops a converter leaves when a shape is computed at run time: a static IR should have none.
@@ -16,9 +16,7 @@ SHAPE_OPS = {"ShapeOf", "Gather", "Greater", "Mod", "Select", "Range", "Broadcas
 
 
 def openvino_coverage(path: Path) -> Coverage:
-    import openvino as ov
-
-    core = ov.Core()
+    core = openvino_module().Core()
     try:
         model = core.read_model(str(path / MODEL_XML))
     except Exception as error:  # noqa: BLE001 - reported by fat-inspect as "not readable", in one line

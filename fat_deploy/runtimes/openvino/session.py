@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fat_deploy.contract.session import Backend, BackendError, LoadRequest, OpTime, Runner
-from fat_deploy.runtimes.openvino.standalone import MODEL_XML, compile_settings
+from fat_deploy.runtimes.openvino.standalone import MODEL_XML, compile_settings, openvino_module
 
 
 def openvino_reason(error: Exception) -> str:
@@ -68,11 +68,9 @@ class OpenVinoBackend(Backend):
     standalone_adapter = Path(__file__).with_name("standalone.py")
 
     def load(self, request: LoadRequest) -> Runner:
-        import openvino as ov
-
         assert request.artifact is not None
         xml = Path(request.artifact) / MODEL_XML
-        core = ov.Core()
+        core = openvino_module().Core()
         try:
             model = core.read_model(str(xml))
         except Exception as error:  # noqa: BLE001 - a damaged IR is the user's file

@@ -1,8 +1,10 @@
-"""OpenVINO's adapter for a process of its own (fat_deploy.common.probe), and the compile settings every OpenVINO
-load here uses (the session imports them from here). Imports numpy, and openvino only when loading."""
+"""OpenVINO's adapter for a process of its own (fat_deploy.common.probe), the compile settings every OpenVINO
+load here uses (the session imports them from here) and the one way this package imports openvino
+(:func:`openvino_module`). Imports numpy, and openvino only when loading."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,24 @@ import numpy as np
 RUNTIME = "openvino"
 MODEL_XML, MODEL_BIN = "model.xml", "model.bin"  # the IR pair inside an artifact folder
 PRECISION_HINT = "f32"
+TELEMETRY_MODULE = "openvino_telemetry"
+
+
+def openvino_module() -> Any:
+    """``openvino``, imported with openvino-telemetry marked absent in this process.
+
+    OpenVINO's converter and NNCF send usage events to Google Analytics through openvino-telemetry unless the user
+    opted out (a consent file under ``~/intel``) or ``CI=true`` is set: it is opt-out. ``openvino.convert_model`` also
+    writes a client id and counters under ``~/intel``, and each event forks a process that waits up to 3 s for the
+    network (https://github.com/openvinotoolkit/telemetry, ``backend_ga4.py``): offline, that was about 12 s of a
+    ``fat-export --format all``. Both tools fall back to their no-op stubs when the package cannot be imported, so
+    fat-deploy marks it absent before anything imports openvino: it sends nothing and writes nothing in the home
+    folder. A process that imported openvino-telemetry itself earlier keeps it and its own consent setting."""
+    if TELEMETRY_MODULE not in sys.modules:
+        sys.modules[TELEMETRY_MODULE] = None  # type: ignore[assignment]  # import raises ModuleNotFoundError
+    import openvino
+
+    return openvino
 
 
 def compile_settings(threads: int, profile: bool = False) -> dict[str, Any]:
@@ -26,9 +46,7 @@ def compile_settings(threads: int, profile: bool = False) -> dict[str, Any]:
 def every_output(folder: Path, image: np.ndarray) -> list[np.ndarray]:
     """Every op output the CPU plugin computes for one NCHW float32 image: the IR read with each op's outputs added
     as model outputs (f32, one thread)."""
-    import openvino as ov
-
-    core = ov.Core()
+    core = openvino_module().Core()
     model = core.read_model(str(folder / MODEL_XML))
     skipped = {"Constant", "Parameter", "Result"}
     model.add_outputs([port for op in model.get_ordered_ops() if op.get_type_name() not in skipped
@@ -40,19 +58,15 @@ def every_output(folder: Path, image: np.ndarray) -> list[np.ndarray]:
 
 
 def version() -> str:
-    import openvino as ov
-
-    return str(ov.get_version())
+    return str(openvino_module().get_version())
 
 
 def import_runtime() -> None:
-    import openvino  # noqa: F401
+    openvino_module()
 
 
 def load(artifact: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import openvino as ov
-
-    core = ov.Core()
+    core = openvino_module().Core()
     model = core.read_model(str(Path(artifact) / MODEL_XML))
     request = core.compile_model(model, "CPU", compile_settings(threads)).create_infer_request()
 
