@@ -1,5 +1,6 @@
 """fat-deploy: export, verify and time the FAT vision backbone on edge runtimes."""
 
+from fat_deploy import telemetry  # noqa: F401  # first: the runtimes' telemetry is off before any is imported
 from fat_deploy.errors import FatDeployError
 from fat_deploy.exporters import Artifact, export
 from fat_deploy.latency.harness import Measurement, measure
