@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fat_deploy.environment import cache_root
+from fat_deploy.telemetry import ONNXRUNTIME_OPT_OUT
 
 CPU_MODEL = "cortex-a76"
 QEMU = "qemu-aarch64-static"
@@ -80,7 +81,8 @@ def run_emulated(adapter: Path, artifact: Path, inputs: np.ndarray) -> EmulatedR
         raise EmulationError(reason)
     root = emulation_root()
     environment = {"PATH": "/usr/bin:/bin", "PYTHONHOME": str(root / "usr"), "PYTHONPATH": str(root / "site"),
-                   "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+                   "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
+                   ONNXRUNTIME_OPT_OUT: os.environ.get(ONNXRUNTIME_OPT_OUT, "1")}  # the aarch64 wheel reports too
     with tempfile.TemporaryDirectory(prefix="fat-deploy-arm64-") as scratch:
         given, produced = Path(scratch) / "inputs.npy", Path(scratch) / "outputs.npy"
         np.save(given, np.ascontiguousarray(inputs, dtype=np.float32))
