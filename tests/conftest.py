@@ -31,7 +31,7 @@ if (WORKERS := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
 # finish together instead of one waiting for the other's last long test. Worker 1 starts with the first two,
 # worker 2 with the next two; the rest go to whichever is free.
 STARTED_FIRST = (
-    "test_int8_static_pte_is_calibrated_measured_and_verified",  # ~110 s (ExecuTorch PT2E, two lowerings)
+    "test_int8_static_pte_is_calibrated_measured_and_verified",  # ~90 s (ExecuTorch PT2E, two lowerings)
     "test_fat_b0_files_hold_on_aarch64_runtimes",  # ~2 min each: three conversions, three emulated runs
     "test_converters_are_quiet_unless_verbose",  # ~25 s
     "test_executorch_int8_dynamic_holds_accuracy_without_calibration",  # ~90 s

@@ -1,17 +1,19 @@
 """ExecuTorch ``.pte`` through ``torch.export`` -> ``to_edge_transform_and_lower`` (XNNPACK) -> ``to_executorch``.
 
 ``int8-static`` is PT2E quantization with ExecuTorch's ``XNNPACKQuantizer`` (symmetric per-channel int8 weights,
-int8 activations, MinMax observers) for the convolutions and linears, calibrated on the same images as the other
-static modes; elementwise ops, attention, softmax, GELU and norms stay float. ``int8-dynamic`` is
-the same quantizer's dynamic configuration: per-channel int8 weights for the dense convolutions and linears, whose
-activations XNNPACK quantizes per row at run time (its QD8 GEMMs); depthwise convs (the quantizer leaves them
-out), attention matmuls, softmax, GELU and norms stay float, and no calibration images are needed. See
+int8 activations, MinMax observers) for the dense convolutions and linears, calibrated on the same images as the
+other static modes; depthwise convolutions, elementwise ops, attention, softmax, GELU and norms stay float.
+``int8-dynamic`` is the same quantizer's dynamic configuration: per-channel int8 weights for the dense
+convolutions and linears, whose activations XNNPACK quantizes per row at run time (its QD8 GEMMs); depthwise convs
+(the quantizer leaves them out), attention matmuls, softmax, GELU and norms stay float, and no calibration images
+are needed. See
 https://docs.pytorch.org/executorch/stable/backends-xnnpack.html and https://github.com/pytorch/executorch.
 """
 
 from __future__ import annotations
 
 import tempfile
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +24,39 @@ from fat_deploy.common.calibration import calibration_batch, requested_size
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import Calibration, Conversion, ExportFormat, ExportRequest
 from fat_deploy.contract.timing import artifact_latency
-from fat_deploy.models.deploy import executorch_form
+from fat_deploy.models.deploy import TiledDepthwiseConv, executorch_form
 from fat_deploy.precision import Precision
 from fat_deploy.runtimes.executorch.coverage import pte_coverage
 from fat_deploy.runtimes.executorch.delegation import delegation_report
 from fat_deploy.runtimes.executorch.guide import guide
 from fat_deploy.runtimes.executorch.session import ExecuTorchBackend
 
-# int8-static quantizes the convolutions and linears (XNNPACK's int8 GEMM and depthwise kernels) and leaves the
-# elementwise ADD, MUL, CAT and pooling the quantizer's global configuration would also annotate float. FAT-B0 (random
-# weights, trained-looking norms; AMD EPYC family 26 model 2, AVX-512 VNNI, 1 thread, one run): PT2E 15.1 -> 3.5 s and
-# the XNNPACK lowering 94.9 -> 62.7 s at 64 px (2,772 -> 1,887 delegated ops, one subgraph either way); at 224 px
-# 1.15x -> 1.18x the fp32 program's speed (15 interleaved runs). Photo-patches test bed (64 px, 544 held-out
-# images): top-1 drop 0.18 -> 0.00 points.
+# int8-static quantizes the dense convolutions and linears (XNNPACK's int8 GEMMs) and leaves float the depthwise
+# convolutions (XNNPACK's int8 depthwise kernels are slower than its float ones on x86) and the elementwise ADD, MUL,
+# cat and pooling the quantizer's global configuration would also annotate. FAT-B0 (random weights, trained-looking
+# norms; AMD EPYC family 26 model 2, AVX-512 VNNI, 1 thread, one run each): everything the global configuration
+# takes, PT2E 15.1 s and the XNNPACK lowering 94.9 s at 64 px, 1.15x the fp32 program's speed at 224 px; convs and
+# linears 3.5 s, 62.7 s, 1.18x; with the depthwise convs float 4.1 s, 46.8 s, 1.36x (15 interleaved runs).
 INT8_STATIC_OPERATORS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+
+
+def dense(node: torch.fx.Node) -> bool:
+    """False for a depthwise (grouped) conv2d node of a captured graph, True for any other node."""
+    if node.target != torch.ops.aten.conv2d.default:
+        return True
+    groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+    return bool(groups == 1)
+
+
+def with_sliced_tiles(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose depthwise tiles slice their outputs instead of reading padded inputs: with the
+    depthwise convs float between int8 GEMMs, ExecuTorch 1.5.1's XNNPACK backend cannot load the padded form's
+    program (``Failed to load method forward``); the sliced one loads and matches its PyTorch module."""
+    copy = deepcopy(model)
+    for module in copy.modules():
+        if isinstance(module, TiledDepthwiseConv):
+            module.pad_inputs = False
+    return copy
 
 
 def lower_to_xnnpack(model: nn.Module, example: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
@@ -67,6 +88,7 @@ def quantize_pt2e(model: nn.Module, example: torch.Tensor, samples: torch.Tensor
     else:
         for operator in INT8_STATIC_OPERATORS:
             quantizer.set_operator_type(operator, config)
+        quantizer.set_filter_function(dense)
     with torch.no_grad():
         captured = torch.export.export(model.eval(), (example,)).module()
         prepared = prepare_pt2e(captured, quantizer)
@@ -104,11 +126,12 @@ class ExecuTorchFormat(ExportFormat):
         if request.precision == "int8-static":
             samples, sources = calibration_batch(request.spec, request.img_size, request.options.get("calibration"),
                                                  requested_size(request.options))
-            model = quantize_pt2e(request.model, example, torch.from_numpy(samples))
+            model = quantize_pt2e(with_sliced_tiles(request.model), example, torch.from_numpy(samples))
             details.update({
                 "quantizer": "PT2E XNNPACKQuantizer (torchao.quantization.pt2e)",
-                "scheme": ("static: convolutions and linears with symmetric per-channel int8 weights and int8 "
-                           "activations; elementwise ops, attention, softmax, GELU and norms float; float32 I/O"),
+                "scheme": ("static: dense convolutions and linears with symmetric per-channel int8 weights and int8 "
+                           "activations; depthwise convolutions, elementwise ops, attention, softmax, GELU and norms "
+                           "float; float32 I/O"),
             })
             conversion.calibration = Calibration(method="minmax", samples=len(samples), images=sources)
             program, report = lower_to_xnnpack(model, example)
