@@ -249,6 +249,7 @@ def measure(
     require_path("checkpoint", checkpoint, optional=True)
     require_path("artifact", artifact, optional=True)
     require_path("cache_dir", cache_dir, optional=True)
+    cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE") or cache_root())  # the exports timed and reused
     check_device(device)
     check_settings(threads, batch, warmup, runs, min_seconds)
     require_int("--profile", profile_runs, minimum=0)
@@ -286,7 +287,6 @@ def measure(
         torch_model = create_model(spec.name, checkpoint=checkpoint)
         torch_model = to_deploy(torch_model) if deploy else torch_model
     else:
-        cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE") or cache_root())
         artifact_path = artifact_for(spec.name, runtime.artifact_format, precision, size, batch, checkpoint, cache)
     if artifact_path is not None:
         record.artifact, record.artifact_sha256 = str(artifact_path), sha256_of(artifact_path)
@@ -317,7 +317,6 @@ def measure(
         record.fresh_process = measure_fresh_process(adapter, artifact_path, batch, size, threads,
                                                      max(5, min(runs, 20)))
     if end_to_end:
-        cache = Path(cache_dir or os.environ.get("FAT_DEPLOY_CACHE") or cache_root())
         record.end_to_end = image_to_label(runner, runtime.name, runtime.artifact_format, spec.name, precision, size,
                                            checkpoint, cache, app_form_too=artifact is None)
     if profile_runs:  # after timing, never inside it: profilers slow the runs they observe

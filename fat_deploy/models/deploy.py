@@ -172,14 +172,19 @@ def tile_large_depthwise(model: nn.Module, tile: int = 5) -> nn.Module:
     return model
 
 
+def pad_tile_inputs(model: nn.Module, pad: bool) -> nn.Module:
+    """Every :class:`TiledDepthwiseConv` of ``model`` reading zero-padded inputs (``pad``) or slicing its output;
+    in place."""
+    for module in model.modules():
+        if isinstance(module, TiledDepthwiseConv):
+            module.pad_inputs = pad
+    return model
+
+
 def executorch_form(model: nn.Module) -> nn.Module:
     """:func:`xnnpack_form` with the depthwise tiles reading zero-padded inputs (``TiledDepthwiseConv.pad_inputs``),
     which ExecuTorch's XNNPACK runs faster; in place."""
-    xnnpack_form(model)
-    for module in model.modules():
-        if isinstance(module, TiledDepthwiseConv):
-            module.pad_inputs = True
-    return model
+    return pad_tile_inputs(xnnpack_form(model), pad=True)
 
 
 def xnnpack_form(model: nn.Module) -> nn.Module:

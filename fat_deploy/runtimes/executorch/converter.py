@@ -24,7 +24,7 @@ from fat_deploy.common.calibration import calibration_batch, requested_size
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import Calibration, Conversion, ExportFormat, ExportRequest
 from fat_deploy.contract.timing import artifact_latency
-from fat_deploy.models.deploy import TiledDepthwiseConv, executorch_form
+from fat_deploy.models.deploy import executorch_form, pad_tile_inputs
 from fat_deploy.precision import Precision
 from fat_deploy.runtimes.executorch.coverage import pte_coverage
 from fat_deploy.runtimes.executorch.delegation import delegation_report
@@ -34,9 +34,10 @@ from fat_deploy.runtimes.executorch.session import ExecuTorchBackend
 # int8-static quantizes the dense convolutions and linears (XNNPACK's int8 GEMMs) and leaves float the depthwise
 # convolutions (XNNPACK's int8 depthwise kernels are slower than its float ones on x86) and the elementwise ADD, MUL,
 # cat and pooling the quantizer's global configuration would also annotate. FAT-B0 (random weights, trained-looking
-# norms; AMD EPYC family 26 model 2, AVX-512 VNNI, 1 thread, one run each): everything the global configuration
-# takes, PT2E 15.1 s and the XNNPACK lowering 94.9 s at 64 px, 1.15x the fp32 program's speed at 224 px; convs and
-# linears 3.5 s, 62.7 s, 1.18x; with the depthwise convs float 4.1 s, 46.8 s, 1.36x (15 interleaved runs).
+# norms; AMD EPYC family 26 model 2, AVX-512 VNNI, 1 thread). At 64 px, one run: global configuration PT2E 15.1 s,
+# XNNPACK lowering 94.9 s; convs and linears 3.5 s, 62.7 s. At 224 px, sliced tiles, another run (15 interleaved
+# timings): convs and linears 4.0 s, 67.6 s, 1.16x the fp32 program's speed; depthwise convs float too 4.1 s, 46.8 s,
+# 1.36x. Photo-patches test bed (benchmarks/quantization.py): 1.20x -> 1.30x, top-1 drop 0.18 either way.
 INT8_STATIC_OPERATORS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
 
 
@@ -52,11 +53,7 @@ def with_sliced_tiles(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose depthwise tiles slice their outputs instead of reading padded inputs: with the
     depthwise convs float between int8 GEMMs, ExecuTorch 1.5.1's XNNPACK backend cannot load the padded form's
     program (``Failed to load method forward``); the sliced one loads and matches its PyTorch module."""
-    copy = deepcopy(model)
-    for module in copy.modules():
-        if isinstance(module, TiledDepthwiseConv):
-            module.pad_inputs = False
-    return copy
+    return pad_tile_inputs(deepcopy(model), pad=False)
 
 
 def lower_to_xnnpack(model: nn.Module, example: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
