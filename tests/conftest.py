@@ -31,13 +31,12 @@ if (WORKERS := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
 # finish together instead of one waiting for the other's last long test. Worker 1 starts with the first two,
 # worker 2 with the next two; the rest go to whichever is free.
 STARTED_FIRST = (
-    "test_int8_static_pte_is_calibrated_measured_and_verified",  # ~90 s (ExecuTorch PT2E, two lowerings)
-    "test_fat_b0_files_hold_on_aarch64_runtimes",  # ~2 min each: three conversions, three emulated runs
+    "test_executorch_int8_modes_hold_accuracy_dynamic_without_calibration",  # ~2 min (two PT2E modes, three lowerings)
+    "test_fat_b0_files_hold_on_aarch64_runtimes",  # ~35 s each: three conversions, three emulated runs
+    "test_fp32_pte_is_verified_and_reports_delegation",  # ~100 s: builds the shared --format all exports
+    "test_bundle_holds_what_each_platform_needs_and_is_placed_whole",  # ~55 s (five formats, two processes)
+    "test_tflite_int8_static_holds_in_one_xnnpack_partition_and_a_quantized_stem_shows_the_damage",  # ~40 s
     "test_converters_are_quiet_unless_verbose",  # ~25 s
-    "test_executorch_int8_dynamic_holds_accuracy_without_calibration",  # ~90 s
-    "test_fp32_pte_is_verified_and_reports_delegation",  # ~80 s: builds the shared --format all exports
-    "test_bundle_holds_what_each_platform_needs_and_is_placed_whole",  # ~70 s (five formats, two processes)
-    "test_tflite_int8_static_holds_in_one_xnnpack_partition_and_a_quantized_stem_shows_the_damage",  # ~55 s
 )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fat_deploy.contract.reuse import reusing_conversions
 from fat_deploy.exporters import export
 from fat_deploy.testbed import (
     CLASSES,
@@ -92,17 +93,27 @@ def test_an_accuracy_drop_beyond_the_limit_fails_and_leaves_nothing(
 
 
 @pytest.mark.slow
-def test_executorch_int8_dynamic_holds_accuracy_without_calibration(testbed: TestBed, tmp_path: Path) -> None:
-    artifact = export("fat_b0", "executorch", "int8-dynamic", tmp_path, checkpoint=testbed.checkpoint,
-                      labels=testbed.labels, img_size=IMG_SIZE, eval_dir=testbed.eval_dir)
-    assert artifact.status == "passed", artifact.error
-    manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
-    accuracy, details = manifest["verification"]["accuracy"], manifest["format_details"]
-    assert accuracy["gating"] == "top-1 drop" and accuracy["top1_drop_points"] <= 1.0
-    assert "calibration" not in details and details["scheme"].startswith("dynamic")
-    # int8 weights for the dense convs and linears (most of FAT-B0's parameters), float depthwise convs.
-    assert artifact.size_bytes is not None and 0.25 < artifact.size_bytes / details["float_size_bytes"] < 0.45
-    assert details["delegation"]["portable_by_op"] == {} and details["latency"]["float_ms"] > 0
+def test_executorch_int8_modes_hold_accuracy_dynamic_without_calibration(testbed: TestBed, tmp_path: Path) -> None:
+    common = dict(checkpoint=testbed.checkpoint, labels=testbed.labels, img_size=IMG_SIZE, eval_dir=testbed.eval_dir)
+    with reusing_conversions():  # as in one fat-export run: the float program both are timed against is lowered once
+        dynamic = export("fat_b0", "executorch", "int8-dynamic", tmp_path, **common)  # type: ignore[arg-type]
+        static = export("fat_b0", "executorch", "int8-static", tmp_path, calibration=testbed.calibration_dir,
+                        calibration_size=16, **common)  # type: ignore[arg-type]
+    for artifact in (dynamic, static):
+        assert artifact.status == "passed", (artifact.precision, artifact.error)
+        manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
+        accuracy, details = manifest["verification"]["accuracy"], manifest["format_details"]
+        assert accuracy["gating"] == "top-1 drop" and accuracy["top1_drop_points"] <= 1.0, artifact.precision
+        assert details["quantizer"].startswith("PT2E XNNPACKQuantizer") and "sqnr_db" in artifact.comparison  # type: ignore[operator]
+        # int8 weights for the dense convs and linears (most of FAT-B0's parameters), float depthwise convs.
+        assert artifact.size_bytes is not None and 0.25 < artifact.size_bytes / details["float_size_bytes"] < 0.45
+        assert details["delegation"]["portable_by_op"] == {} and details["latency"]["float_ms"] > 0
+        if artifact is dynamic:
+            assert "calibration" not in details and details["scheme"].startswith("dynamic")
+        else:
+            assert details["calibration"]["samples"] == 16 and details["scheme"].startswith("static")
+            # Held-out images only: none of the calibration images is used to verify.
+            assert not set(details["calibration"]["images"]) & set(manifest["verification"]["inputs"])
 
 
 @pytest.mark.slow
@@ -125,7 +136,10 @@ def test_tflite_int8_static_holds_in_one_xnnpack_partition_and_a_quantized_stem_
         testbed: TestBed, tmp_path: Path) -> None:
     common = dict(checkpoint=testbed.checkpoint, labels=testbed.labels, img_size=IMG_SIZE, eval_dir=testbed.eval_dir,
                   calibration=testbed.calibration_dir)
-    artifact = export("fat_b0", "tflite", "int8-static", tmp_path, **common)  # type: ignore[arg-type]
+    with reusing_conversions():  # both files quantize the same float file: converted once
+        artifact = export("fat_b0", "tflite", "int8-static", tmp_path, **common)  # type: ignore[arg-type]
+        damaged = export("fat_b0", "tflite", "int8-static", tmp_path / "stem", int8_stem=True,  # type: ignore[arg-type]
+                         accuracy_search=False, **common)
     assert artifact.status == "passed", artifact.error
     manifest = json.loads(artifact.manifest_path.read_text())  # type: ignore[union-attr]
     accuracy, details = manifest["verification"]["accuracy"], manifest["format_details"]
@@ -134,8 +148,6 @@ def test_tflite_int8_static_holds_in_one_xnnpack_partition_and_a_quantized_stem_
     assert {"MEAN", "MUL", "ADD"} <= set(details["float_ops"]["ops"])
     xnnpack = details["coverage"]["accelerators"][0]
     assert xnnpack["partitions"] == 1 and xnnpack["takes"] == xnnpack["total"]  # the norms' eps ADDs too
-    damaged = export("fat_b0", "tflite", "int8-static", tmp_path / "stem", int8_stem=True,  # type: ignore[arg-type]
-                     accuracy_search=False, **common)
     assert damaged.status == "failed" and damaged.comparison is not None
     assert damaged.comparison["top1_drop_points"] > 2.0  # the test bed shows what a naive recipe costs
 

@@ -23,6 +23,7 @@ from fat_deploy.common.files import size_of
 from fat_deploy.common.labels import check_labels, default_labels, read_labels
 from fat_deploy.common.verify import TOLERANCES, Tolerance
 from fat_deploy.contract.formats import CALIBRATED, QUANTIZED, ExportFormat, ExportRequest, UnsupportedOptionError
+from fat_deploy.contract.reuse import reusing_conversions
 from fat_deploy.environment import check_input_budget, int8_isa, native_stdout_to_stderr
 from fat_deploy.errors import ArgumentError, FatDeployError, InputSizeError
 from fat_deploy.exporters.accuracy_search import METHOD, SearchStep, search, summary_line
@@ -211,7 +212,7 @@ def export(
                                    stage=stage, checkpoint=checkpoint, labels_source=labels_source, deploy=deploy,
                                    started=started)
     try:
-        with staging_folder(out_dir) as workdir:
+        with reusing_conversions(), staging_folder(out_dir) as workdir:
             result = attempt(request, workdir / target.name, artifact)
             if searching and result.accuracy_failed:
                 stage("searching for the layers to keep float")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fat_deploy.common.threads import compute_on_share_of_cores
+from fat_deploy.contract.reuse import reusing_conversions
 from fat_deploy.exporters.api import FAILED, Artifact, export
 from fat_deploy.precision import parse_precision
 from fat_deploy.registry import get_format
@@ -60,9 +61,10 @@ def run_exports(jobs: Sequence[ExportJob], workers: int, on_stage: Callable[[int
     artifact)`` each finished export. With one worker (or one job) the exports run in this process, in order."""
     if workers <= 1 or len(jobs) <= 1:
         artifacts = []
-        for index, job in enumerate(jobs):
-            artifacts.append(job.run(partial(on_stage, index)))
-            on_done(index, artifacts[-1])
+        with reusing_conversions():  # a model's second precision starts from the first one's float graph
+            for index, job in enumerate(jobs):
+                artifacts.append(job.run(partial(on_stage, index)))
+                on_done(index, artifacts[-1])
         return artifacts
     context = multiprocessing.get_context("spawn")
     stages = context.Queue()

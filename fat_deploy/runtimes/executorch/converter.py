@@ -23,6 +23,7 @@ import torch.nn as nn
 from fat_deploy.common.calibration import calibration_batch, requested_size
 from fat_deploy.contract.coverage import Coverage
 from fat_deploy.contract.formats import Calibration, Conversion, ExportFormat, ExportRequest
+from fat_deploy.contract.reuse import reuse_key, reused
 from fat_deploy.contract.timing import artifact_latency
 from fat_deploy.models.deploy import executorch_form, pad_tile_inputs
 from fat_deploy.precision import Precision
@@ -67,6 +68,13 @@ def lower_to_xnnpack(model: nn.Module, example: torch.Tensor) -> tuple[bytes, di
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     report = delegation_report(edge.exported_program().graph_module)
     return edge.to_executorch().buffer, report
+
+
+def lower_float(model: nn.Module, example: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
+    """:func:`lower_to_xnnpack` of the float ``model``, built once per run for the fp32 file and the int8 modes'
+    float reference (:mod:`fat_deploy.contract.reuse`)."""
+    model.eval()
+    return reused(reuse_key("executorch-xnnpack", model, example), lambda: lower_to_xnnpack(model, example))
 
 
 def quantize_pt2e(model: nn.Module, example: torch.Tensor, samples: torch.Tensor, dynamic: bool = False) -> nn.Module:
@@ -144,7 +152,7 @@ class ExecuTorchFormat(ExportFormat):
             program, report = lower_to_xnnpack(model, example)
             self._quantization_cost(conversion, request, example, program, path)
         else:
-            program, report = lower_to_xnnpack(request.model.eval(), example)
+            program, report = lower_float(request.model, example)
         path.write_bytes(program)
         details["delegation"] = report
         return conversion
@@ -153,7 +161,7 @@ class ExecuTorchFormat(ExportFormat):
     def _quantization_cost(conversion: Conversion, request: ExportRequest, example: torch.Tensor, program: bytes,
                            path: Path) -> None:
         """Size and speed of the int8 program against the fp32 program of the same model, into ``conversion``."""
-        float_program, _ = lower_to_xnnpack(request.model.eval(), example)
+        float_program, _ = lower_float(request.model, example)
         with tempfile.TemporaryDirectory(dir=path.parent) as folder:
             float_path, quant_path = Path(folder) / "float.pte", Path(folder) / "int8.pte"
             float_path.write_bytes(float_program)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from fat_deploy.common.calibration import sample_photos
 from fat_deploy.contract.coverage import Coverage
@@ -26,6 +27,7 @@ from fat_deploy.contract.formats import (
     option,
     require_module,
 )
+from fat_deploy.contract.reuse import reuse_key, reused
 from fat_deploy.precision import Precision
 from fat_deploy.runtimes.onnx.coverage import onnx_coverage, op_histogram
 from fat_deploy.runtimes.onnx.explain import every_tensor
@@ -146,25 +148,13 @@ class OnnxFormat(ExportFormat):
 
     def convert(self, request: ExportRequest, path: Path) -> Conversion:
         import onnx
-        from onnxsim import simplify
 
         # A dynamic batch needs an example batch >= 2, or torch.export specialises it to 1.
         example = torch.randn(2 if request.dynamic_batch else request.batch, 3, *request.img_size)
         dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if request.dynamic_batch else None
-        raw_path = path.with_suffix(".raw.onnx")
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-            torch.onnx.export(
-                request.model, (example,), raw_path, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=True,
-                external_data=False, dynamic_axes=dynamic, verbose=False,
-            )
-        exported = onnx.load(raw_path)
-        raw_path.unlink()
-        name_nodes_by_module(exported.graph)
-        nodes_exported = len(exported.graph.node)
-        simplified, ok = simplify(exported)
-        if not ok:
-            raise RuntimeError("onnxsim could not validate the simplified graph")
+        key = reuse_key("torch.onnx+onnxsim", request.model, example, dynamic)
+        graph, nodes_exported = reused(key, lambda: self._float_graph(request.model, example, dynamic, path))
+        simplified = onnx.load_from_string(graph)
         if request.precision == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -204,6 +194,30 @@ class OnnxFormat(ExportFormat):
             "ops": op_histogram(simplified),
             "io_dtype": "float32" + (" (float16 graph, float32 I/O)" if request.precision == "fp16" else ""),
         }).merge(quantization)
+
+    @staticmethod
+    def _float_graph(model: nn.Module, example: torch.Tensor, dynamic: dict[str, dict[int, str]] | None,
+                     path: Path) -> tuple[bytes, int]:
+        """The dynamo export of ``model``, its nodes named by module, simplified by onnxsim (serialized), and how many
+        nodes the export had before simplification."""
+        import onnx
+        from onnxsim import simplify
+
+        raw_path = path.with_suffix(".raw.onnx")
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            torch.onnx.export(
+                model, (example,), raw_path, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=True,
+                external_data=False, dynamic_axes=dynamic, verbose=False,
+            )
+        exported = onnx.load(raw_path)
+        raw_path.unlink()
+        name_nodes_by_module(exported.graph)
+        nodes_exported = len(exported.graph.node)
+        simplified, ok = simplify(exported)
+        if not ok:
+            raise RuntimeError("onnxsim could not validate the simplified graph")
+        return simplified.SerializeToString(), nodes_exported
 
     def _image_bytes_check(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         """Encoded shipped photos through the file; the reference sees the tensor the graph fed its model:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from fat_deploy.common.calibration import calibration_batch, requested_size, verification_inputs
 from fat_deploy.common.explain import EXPLAIN_METHOD, explain_inputs, report
@@ -30,6 +31,7 @@ from fat_deploy.contract.formats import (
     option,
     require_module,
 )
+from fat_deploy.contract.reuse import reuse_key, reused
 from fat_deploy.contract.timing import artifact_latency
 from fat_deploy.errors import FatDeployError
 from fat_deploy.models.deploy import litert_form
@@ -197,8 +199,8 @@ class TFLiteFormat(ExportFormat):
         elif request.nhwc:
             model = litert_torch.to_channel_last_io(model, args=[0])
             example = example.permute(0, 2, 3, 1).contiguous()
-        with torch.no_grad():
-            litert_torch.convert(model.eval(), (example,)).export(str(path))
+        key = reuse_key("litert-torch", model, example)
+        path.write_bytes(reused(key, lambda: self._float_flatbuffer(model.eval(), example, path)))
         conversion = Conversion(details={"converter": "litert-torch", "runtime": "ai-edge-litert (XNNPACK)"})
         details = conversion.details
         if request.precision != "fp32":
@@ -212,6 +214,15 @@ class TFLiteFormat(ExportFormat):
             conversion.notes.append(f"MediaPipe ImageClassifier loads it: top-5 and scores match {check['reference']} "
                                     f"on {check['images']} photos")
         return conversion
+
+    @staticmethod
+    def _float_flatbuffer(model: nn.Module, example: torch.Tensor, path: Path) -> bytes:
+        """litert-torch's float conversion of ``model``, written through ``path`` and returned as bytes."""
+        import litert_torch
+
+        with torch.no_grad():
+            litert_torch.convert(model, (example,)).export(str(path))
+        return path.read_bytes()
 
     def _attach_and_check(self, request: ExportRequest, path: Path) -> dict[str, Any]:
         """Write the metadata and labels into the file, then classify the shipped photos with MediaPipe and compare
