@@ -25,7 +25,7 @@ import torch.nn as nn
 
 T = TypeVar("T")
 
-KEPT_RESULTS = 4  # float FAT-B2 files are ~110 MB at most: a bounded memo
+KEPT_RESULTS = 4  # a bounded memo: a float FAT-B2 file is about 55 MB
 _MEMO: ContextVar[OrderedDict[str, Any] | None] = ContextVar("fat_deploy_reused_conversions", default=None)
 
 _PLAIN = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device)
