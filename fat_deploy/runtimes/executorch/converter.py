@@ -1,8 +1,9 @@
 """ExecuTorch ``.pte`` through ``torch.export`` -> ``to_edge_transform_and_lower`` (XNNPACK) -> ``to_executorch``.
 
 ``int8-static`` is PT2E quantization with ExecuTorch's ``XNNPACKQuantizer`` (symmetric per-channel int8 weights,
-int8 activations, MinMax observers) for the dense convolutions and linears, calibrated on the same images as the
-other static modes; depthwise convolutions, elementwise ops, attention, softmax, GELU and norms stay float.
+int8 activations, MinMax observers) for the dense convolutions and linears and the depthwise convolutions only
+they read from, calibrated on the same images as the other static modes; other depthwise convolutions, elementwise
+ops, attention, softmax, GELU and norms stay float.
 ``int8-dynamic`` is the same quantizer's dynamic configuration: per-channel int8 weights for the dense
 convolutions and linears, whose activations XNNPACK quantizes per row at run time (its QD8 GEMMs); depthwise convs
 (the quantizer leaves them out), attention matmuls, softmax, GELU and norms stay float, and no calibration images
@@ -32,13 +33,16 @@ from fat_deploy.runtimes.executorch.delegation import delegation_report
 from fat_deploy.runtimes.executorch.guide import guide
 from fat_deploy.runtimes.executorch.session import ExecuTorchBackend
 
-# int8-static quantizes the dense convolutions and linears (XNNPACK's int8 GEMMs) and leaves float the depthwise
-# convolutions (XNNPACK's int8 depthwise kernels are slower than its float ones on x86) and the elementwise ADD, MUL,
-# cat and pooling the quantizer's global configuration would also annotate. FAT-B0 (random weights, trained-looking
-# norms; AMD EPYC family 26 model 2, AVX-512 VNNI, 1 thread). At 64 px, one run: global configuration PT2E 15.1 s,
-# XNNPACK lowering 94.9 s; convs and linears 3.5 s, 62.7 s. At 224 px, sliced tiles, another run (15 interleaved
-# timings): convs and linears 4.0 s, 67.6 s, 1.16x the fp32 program's speed; depthwise convs float too 4.1 s, 46.8 s,
-# 1.36x. Photo-patches test bed (benchmarks/quantization.py): 1.20x -> 1.30x, top-1 drop 0.18 either way.
+# int8-static quantizes the dense convolutions and linears (XNNPACK's int8 GEMMs), and the depthwise convolutions
+# whose output only dense convolutions or linears read (FAT's ConvFFN depthwise conv before fc2, the pooling convs,
+# the downsampling conv: their int8 output is what the GEMM reads); it leaves float the other depthwise convolutions
+# (XNNPACK's int8 depthwise kernels are slower than its float ones on x86) and the elementwise ADD, MUL, cat and
+# pooling the quantizer's global configuration would also annotate. FAT-B0 (random weights, trained-looking norms;
+# AMD EPYC family 26 model 2, AVX-512 VNNI, 1 thread). At 64 px, one run: global configuration PT2E 15.1 s, XNNPACK
+# lowering 94.9 s; convs and linears 3.5 s, 62.7 s. At 224 px, sliced tiles, another run (15 interleaved timings):
+# convs and linears 4.0 s, 67.6 s, 1.16x the fp32 program's speed; every depthwise conv float 4.1 s, 46.8 s, 1.36x.
+# Photo-patches test bed (benchmarks/quantization.py, 30 interleaved runs at 224 px): every depthwise conv float
+# 1.28x, 0.36x the size, top-1 drop 0.18; the ones feeding GEMMs int8 1.28x, 0.33x, drop 0.18 (one run each).
 INT8_STATIC_OPERATORS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
 
 
@@ -48,6 +52,13 @@ def dense(node: torch.fx.Node) -> bool:
         return True
     groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
     return bool(groups == 1)
+
+
+def quantized_in_int8_static(node: torch.fx.Node) -> bool:
+    """The int8-static quantizer's filter: every node but a depthwise conv2d whose output reaches anything other
+    than a dense convolution or a linear."""
+    return dense(node) or (bool(node.users) and all(user.target in INT8_STATIC_OPERATORS and dense(user)
+                                                    for user in node.users))
 
 
 def with_sliced_tiles(model: nn.Module) -> nn.Module:
@@ -93,7 +104,7 @@ def quantize_pt2e(model: nn.Module, example: torch.Tensor, samples: torch.Tensor
     else:
         for operator in INT8_STATIC_OPERATORS:
             quantizer.set_operator_type(operator, config)
-        quantizer.set_filter_function(dense)
+        quantizer.set_filter_function(quantized_in_int8_static)
     with torch.no_grad():
         captured = torch.export.export(model.eval(), (example,)).module()
         prepared = prepare_pt2e(captured, quantizer)
@@ -134,9 +145,9 @@ class ExecuTorchFormat(ExportFormat):
             model = quantize_pt2e(with_sliced_tiles(request.model), example, torch.from_numpy(samples))
             details.update({
                 "quantizer": "PT2E XNNPACKQuantizer (torchao.quantization.pt2e)",
-                "scheme": ("static: dense convolutions and linears with symmetric per-channel int8 weights and int8 "
-                           "activations; depthwise convolutions, elementwise ops, attention, softmax, GELU and norms "
-                           "float; float32 I/O"),
+                "scheme": ("static: dense convolutions, linears and the depthwise convolutions only they read from, "
+                           "with symmetric per-channel int8 weights and int8 activations; other depthwise "
+                           "convolutions, elementwise ops, attention, softmax, GELU and norms float; float32 I/O"),
             })
             conversion.calibration = Calibration(method="minmax", samples=len(samples), images=sources)
             program, report = lower_to_xnnpack(model, example)
