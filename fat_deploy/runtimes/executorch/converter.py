@@ -82,8 +82,8 @@ def lower_to_xnnpack(model: nn.Module, example: torch.Tensor) -> tuple[bytes, di
 
 
 def lower_float(model: nn.Module, example: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
-    """:func:`lower_to_xnnpack` of the float ``model``, built once per run for the fp32 file and the int8 modes'
-    float reference (:mod:`fat_deploy.contract.reuse`)."""
+    """:func:`lower_to_xnnpack` of the float ``model``, lowered once per run (:mod:`fat_deploy.contract.reuse`):
+    the int8 modes of one model share their float reference program."""
     model.eval()
     return reused(reuse_key("executorch-xnnpack", model, example), lambda: lower_to_xnnpack(model, example))
 
