@@ -33,8 +33,9 @@ check: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-# The trained test bed (FAT-B0 on patches of the shipped photos, about 2 min on two cores), built once into the cache before the
-# tests that judge quantization by it, never inside a test's timeout.
+# The trained test bed (FAT-B0 on patches of the shipped photos) from the weights in testbed/ (checked against the
+# recipe, a few seconds; `python -m fat_deploy.testbed --train` retrains, about 240 CPU-seconds), built once into the
+# cache before the tests that judge quantization by it, never inside a test's timeout.
 testbed: setup
 	$(PY) -m fat_deploy.testbed > /dev/null
 
@@ -54,8 +55,8 @@ browser: arm64-root
 
 # Two workers: the slow end-to-end exports are single-threaded converters (the suite takes half as long); one
 # test handed out at a time, the longest first (tests/conftest.py, STARTED_FIRST), so both finish together.
-# Before them, mypy (one core) beside the test bed's training (two threads), and the ARM64 root then chromium (mostly
-# downloads; one apt at a time) in a third slot, off the training's critical path.
+# Before them, side by side: lint, mypy and import-linter; the test bed; the ARM64 root then chromium (mostly
+# downloads; one apt at a time).
 test: setup
 	$(MAKE) --no-print-directory -j3 check testbed arm64-root browser
 	FAT_DEPLOY_ARM64_ROOT="$(ARM64_ROOT)" FAT_DEPLOY_EXPECT_ARM64=$(ARM64_POSSIBLE) FAT_DEPLOY_EXPECT_BROWSER=$(ARM64_POSSIBLE) \

@@ -12,17 +12,24 @@ import torch
 from fat_deploy.contract.reuse import reusing_conversions
 from fat_deploy.exporters import export
 from fat_deploy.testbed import (
+    CHECKPOINT,
     CLASSES,
     GRID,
     IMG_SIZE,
+    SHIPPED,
     TRAIN_THREADS,
     TestBed,
+    TestBedError,
     build,
     patches,
     photos,
+    recipe_digest,
     tiles,
     torch_threads,
 )
+from fat_deploy.testbed import recipe as recipe_module
+from fat_deploy.testbed.__main__ import main as run_testbed_cli
+from fat_deploy.testbed.bed import record_path, sha256_of
 
 
 def test_held_out_tiles_never_meet_the_training_tiles_and_patches_stay_inside_them() -> None:
@@ -46,14 +53,69 @@ def test_training_threads_are_pinned_and_restored() -> None:
     assert torch.get_num_threads() == before
 
 
+def test_the_recipe_digest_follows_the_code_not_its_comments_or_docstrings(tmp_path: Path) -> None:
+    source = Path(recipe_module.__file__).read_text(encoding="utf-8")
+    reworded, retuned = tmp_path / "reworded.py", tmp_path / "retuned.py"
+    reworded.write_text(source.replace('"""The 17 photos as RGB', '"""All 17 photos, as RGB').replace(
+        "# jitter:", "# the jitter:"), encoding="utf-8")
+    retuned.write_text(source.replace("EPOCHS, BATCH, LEARNING_RATE, WEIGHT_DECAY, SEED = 12,",
+                                      "EPOCHS, BATCH, LEARNING_RATE, WEIGHT_DECAY, SEED = 13,"), encoding="utf-8")
+    assert reworded.read_text() != source and retuned.read_text() != source  # the edits took
+    assert recipe_digest(reworded) == recipe_digest() != recipe_digest(retuned)
+
+
+def test_the_repository_ships_the_weights_this_recipe_trains() -> None:
+    """A recipe change not followed by retraining fails here, in seconds, not in the tests that use the bed."""
+    record = json.loads(record_path(SHIPPED).read_text())
+    assert record["recipe"] == recipe_digest(), "retrain: python -m fat_deploy.testbed --train --save-weights testbed"
+    assert record["sha256"] == sha256_of(SHIPPED) and 75.0 <= record["float_top1_pytorch"] <= 92.0
+
+
+def shipped_copy(folder: Path, **changes: object) -> Path:
+    """A copy of the shipped weights and record in ``folder``, the record's fields changed."""
+    folder.mkdir()
+    weights = folder / CHECKPOINT
+    weights.write_bytes(SHIPPED.read_bytes())
+    record = {**json.loads(record_path(SHIPPED).read_text()), **changes}
+    record_path(weights).write_text(json.dumps(record))
+    return weights
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"recipe": "0123456789abcdef"}, "trained by recipe 0123456789abcdef"),
+    ({"sha256": "0" * 64}, "SHA-256 is not the one its record gives"),
+    ({"float_top1_pytorch": 95.0}, "its record says 95.0%"),
+])
+def test_weights_that_are_not_what_the_recipe_trained_are_refused(
+        tmp_path: Path, changes: dict[str, object], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = shipped_copy(tmp_path / "weights", **changes)
+    with pytest.raises(TestBedError, match=message):
+        build(tmp_path / "cache", weights)
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # nothing half-built is left
+    assert run_testbed_cli(["--cache", str(tmp_path / "cache"), "--weights", str(weights)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_the_command_line_refuses_contradictions_and_missing_files(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_testbed_cli(["--cache", str(tmp_path), "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    for argv in (["--save-weights", str(tmp_path)], ["--train", "--weights", str(SHIPPED)]):
+        with pytest.raises(SystemExit) as exit_info:
+            run_testbed_cli(argv)
+        assert exit_info.value.code == 2
+
+
 @pytest.fixture(scope="session")
 def testbed() -> TestBed:
-    return build()  # trained once (minutes), then cached
+    return build()  # from the repository's shipped weights, checked, then cached
 
 
 @pytest.mark.slow
 def test_testbed_is_trained_accurate_and_complete(testbed: TestBed) -> None:
     assert 75.0 <= testbed.record["float_top1_pytorch"] <= 92.0  # learned, and far from perfect: int8 can hurt it
+    assert testbed.record["weights"] == f"shipped: testbed/{CHECKPOINT}"
+    assert abs(testbed.record["float_top1_pytorch"] - testbed.record["trained_float_top1_pytorch"]) <= 0.5
     assert testbed.record["torch_threads"] == TRAIN_THREADS  # whatever thread count the worker had set
     assert testbed.labels.read_text().split() == CLASSES
     counts = {folder.name: len(list(folder.glob("*.png"))) for folder in testbed.eval_dir.iterdir()}

@@ -1,4 +1,4 @@
-"""A trained FAT-B0 to judge quantization by: ``python -m fat_deploy.testbed [--out DIR]``.
+"""The test bed's recipe: its task, data and training (the weights it produces ship in the repository's ``testbed/``).
 
 Task: which of 17 photos a patch was cut from. The photos are the sample images scikit-image (``skimage.data``:
 astronaut, brick, camera, cell, chelsea, clock, coffee, coins, grass, gravel, hubble_deep_field,
@@ -18,22 +18,16 @@ held-out images. The network is FAT-B0 itself (every conv, FASA attention, Layer
 BatchNorm statistics and norm affines training produces. It is not ImageNet: absolute accuracies and per-layer
 ranges differ from a model trained on a million photos.
 
-The folder holds the checkpoint (safetensors), ``labels.txt``, ``eval/<photo>/*.png`` (held out, for
-``--eval-dir``), ``calibration/*.png`` (training patches, for ``--calibration``) and ``testbed.json`` (split,
-epochs, float accuracy, seconds, threads, host). Built once into a cache keyed by this file's source and torch's
-version, under a lock so concurrent test workers train it once. Training runs on a pinned thread count, so a
-rebuild on the same CPU gives the same checkpoint, bit for bit.
+Its digest (:func:`recipe_digest`, of this module's code, not its comments) is recorded beside the shipped weights:
+a change to the recipe that is not followed by retraining is refused. Training runs on a pinned thread count, so a
+retrain on the same CPU and torch gives the same weights, bit for bit (other CPUs round differently).
 """
 
 from __future__ import annotations
 
-import argparse
+import ast
 import contextlib
-import fcntl
 import hashlib
-import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,7 +41,6 @@ import torch.nn.functional as F
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from fat_deploy.environment import cache_root, host_info
 from fat_deploy.models import create_model
 from fat_deploy.models.registry import get_spec
 
@@ -66,16 +59,6 @@ TRAIN_THREADS = 2
 CHECKPOINT = "fat_b0_photo_patches.safetensors"
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom
-
-
-@dataclass(frozen=True)
-class TestBed:
-    folder: Path
-    checkpoint: Path
-    eval_dir: Path
-    calibration_dir: Path
-    labels: Path
-    record: dict[str, object]
 
 
 def photos() -> list[Image.Image]:
@@ -158,14 +141,29 @@ def train(epochs: int = EPOCHS, log: bool = False) -> Trained:
         return _train(epochs, log)
 
 
-def _train(epochs: int, log: bool) -> Trained:
-    torch.manual_seed(SEED)
-    generator = torch.Generator().manual_seed(SEED)
-    sources = photos()
+def held_out_and_calibration(sources: Sequence[Image.Image]) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The held-out patches with their labels, and the calibration patches (from the training tiles)."""
     held_out = patches(sources, HELD_OUT_PER_CLASS, held_out=True, rng=np.random.default_rng(SEED + 1))
     calibration, _ = patches(sources, -(-CALIBRATION_IMAGES // len(CLASSES)), held_out=False,
                              rng=np.random.default_rng(SEED + 2))
     calibration = calibration[np.random.default_rng(SEED + 2).permutation(len(calibration))[:CALIBRATION_IMAGES]]
+    return held_out, calibration
+
+
+def float_top1(model: nn.Module, held_out: tuple[np.ndarray, np.ndarray]) -> float:
+    """The model's top-1 (%) on the held-out patches' centre crops, in PyTorch."""
+    model.eval()
+    with torch.no_grad():
+        inputs = to_tensor(held_out[0])
+        logits = torch.cat([model(centre(inputs[start:start + 128])) for start in range(0, len(inputs), 128)])
+    return round(float((logits.argmax(1).numpy() == held_out[1]).mean() * 100), 2)
+
+
+def _train(epochs: int, log: bool) -> Trained:
+    torch.manual_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED)
+    sources = photos()
+    held_out, calibration = held_out_and_calibration(sources)
     rng = np.random.default_rng(SEED)
     model = create_model(MODEL, num_classes=len(CLASSES)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
@@ -185,84 +183,31 @@ def _train(epochs: int, log: bool) -> Trained:
             schedule.step()
         if log:
             print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, {time.perf_counter() - started:.0f} s", flush=True)
-    model.eval()
-    with torch.no_grad():
-        inputs = to_tensor(held_out[0])
-        logits = torch.cat([model(centre(inputs[start:start + 128])) for start in range(0, len(inputs), 128)])
-    top1 = float((logits.argmax(1).numpy() == held_out[1]).mean() * 100)
-    record: dict[str, object] = {
+    train_seconds = round(time.perf_counter() - started, 1)
+    return Trained(model.eval(), {**describe(epochs), "float_top1_pytorch": float_top1(model, held_out),
+                                  "train_seconds": train_seconds, "torch_threads": torch.get_num_threads()},
+                   held_out, calibration)
+
+
+def describe(epochs: int = EPOCHS) -> dict[str, object]:
+    """What the recipe is, for the test bed's record."""
+    return {
         "task": (f"which of {len(CLASSES)} shipped photos (skimage.data, sklearn load_sample_images) a patch comes "
                  f"from; {GRID}x{GRID} tiles, diagonal held out; {STORED_SIZE} px patches, {IMG_SIZE} px centre crop"),
         "classes": len(CLASSES), "chance_top1": round(100 / len(CLASSES), 2),
-        "train_patches_per_epoch": len(CLASSES) * PATCHES_PER_EPOCH, "held_out_images": len(held_out[1]),
+        "train_patches_per_epoch": len(CLASSES) * PATCHES_PER_EPOCH, "held_out_images": len(CLASSES) * HELD_OUT_PER_CLASS,
         "epochs": epochs, "batch": BATCH,
         "optimizer": f"AdamW lr {LEARNING_RATE} (one-cycle), weight decay {WEIGHT_DECAY}, label smoothing 0.1",
-        "seed": SEED, "float_top1_pytorch": round(top1, 2), "train_seconds": round(time.perf_counter() - started, 1),
-        "torch_threads": torch.get_num_threads(),
+        "seed": SEED, "recipe": recipe_digest(),
     }
-    return Trained(model, record, held_out, calibration)
 
 
-def write(folder: Path, epochs: int = EPOCHS, log: bool = False) -> None:
-    from safetensors.torch import save_file
-
-    trained = train(epochs, log)
-    save_file({k: v.contiguous() for k, v in trained.model.state_dict().items()}, str(folder / CHECKPOINT))
-    (folder / "labels.txt").write_text("".join(f"{name}\n" for name in CLASSES), encoding="utf-8")
-    pictures, labels = trained.held_out
-    for index, (picture, label) in enumerate(zip(pictures, labels)):
-        target = folder / "eval" / CLASSES[label]
-        target.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(picture).save(target / f"{index:04d}.png")
-    (folder / "calibration").mkdir()
-    for index, picture in enumerate(trained.calibration):
-        Image.fromarray(picture).save(folder / "calibration" / f"{index:04d}.png")
-    record = {**trained.record, "host": host_info()}
-    (folder / "testbed.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def cache_key(epochs: int) -> str:
-    source = Path(__file__).read_bytes()
-    return hashlib.sha256(source + f"{torch.__version__} {epochs}".encode()).hexdigest()[:16]
-
-
-def default_cache() -> Path:
-    return cache_root() / "testbed"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def build(cache: Path | None = None, epochs: int = EPOCHS, log: bool = False) -> TestBed:
-    """The test bed, trained on first use and cached (a finished folder is never rewritten)."""
-    folder = (cache or default_cache()) / cache_key(epochs)
-    with _locked(folder.with_suffix(".lock")):
-        if not (folder / "testbed.json").is_file():
-            staging = Path(tempfile.mkdtemp(prefix=".testbed-", dir=folder.parent))
-            try:
-                write(staging, epochs, log)
-                shutil.rmtree(folder, ignore_errors=True)  # an unfinished folder from a killed run
-                staging.rename(folder)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return TestBed(folder, folder / CHECKPOINT, folder / "eval", folder / "calibration", folder / "labels.txt",
-                   json.loads((folder / "testbed.json").read_text(encoding="utf-8")))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fat_deploy.testbed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, help="cache folder (default ~/.cache/fat-deploy/testbed)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    args = parser.parse_args(argv)
-    bed = build(args.cache, args.epochs, log=True)
-    print(json.dumps({"folder": str(bed.folder), **bed.record}, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def recipe_digest(source: Path = Path(__file__)) -> str:
+    """A digest of this module's code (its AST without docstrings: comments and wording do not count)."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
