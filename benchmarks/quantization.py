@@ -3,15 +3,15 @@
     .venv/bin/python benchmarks/quantization.py [--runs 50] [--speed-size 224] [--modes onnx:int8-static ...]
 
 The model is the test bed (``python -m fat_deploy.testbed``: FAT-B0 trained to tell which of 17 shipped photos a
-64 px patch comes from, 544 held-out labeled patches, float top-1 about 81%; trained on first use, then cached).
-Every mode is exported by ``fat-export`` at the test bed's 64 px with ``--eval-dir`` on the held-out images and
-``--calibration`` on training patches, so each row's top-1 is measured by the runtime running the artifact (Core
-ML: its PyTorch simulation, prediction needs macOS). Speed is a phone's question at a phone's size: the same
-checkpoint and recipe are exported again at ``--speed-size`` (default 224 px, the paper's) and every artifact of a
-runtime and its fp32 artifact are timed alternately in one loop (1 thread, batch 1), ratios against that fp32; the
-x86 ISA the int8 kernels use is printed (VNNI or not changes int8 speed-ups most). Targets (issue 26): per runtime,
-an int8 mode with a top-1 drop <= 1 point, >= 1.5x the fp32 speed on an AVX-512 VNNI host (>= 1.3x on AVX2) and
-<= 0.35x its size.
+64 px patch comes from, 544 held-out labeled patches, float top-1 about 81%; built from the weights in the repository's
+``testbed/`` on first use, then cached). Every mode is exported by ``fat-export`` at the test bed's 64 px with
+``--eval-dir`` on the held-out images and ``--calibration`` on training patches, so each row's top-1 is measured by
+the runtime running the artifact (Core ML: its PyTorch simulation, prediction needs macOS). Speed is a phone's
+question at a phone's size: the same checkpoint and recipe are exported again at ``--speed-size`` (default 224 px,
+the paper's) and every artifact of a runtime and its fp32 artifact are timed alternately in one loop (1 thread,
+batch 1), ratios against that fp32; the x86 ISA the int8 kernels use is printed (VNNI or not changes int8 speed-ups
+most). Targets (issue 26): per runtime, an int8 mode with a top-1 drop <= 1 point, >= 1.5x the fp32 speed on an
+AVX-512 VNNI host (>= 1.3x on AVX2) and <= 0.35x its size.
 """
 
 from __future__ import annotations
