@@ -75,8 +75,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_record(weights: Path) -> dict[str, object]:
-    """The training record of ``weights``, checked against this code's recipe and the file's bytes."""
+def read_record(weights: Path, copy: Path | None = None) -> dict[str, object]:
+    """The training record of ``weights``, checked against this code's recipe and the bytes of ``copy`` (the file
+    that will be used, where it was copied first) or of ``weights``."""
     try:
         record = json.loads(record_path(weights).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
@@ -87,7 +88,7 @@ def read_record(weights: Path) -> dict[str, object]:
         raise TestBedError(
             f"{weights} was trained by recipe {record.get('recipe')}, this code's recipe is {recipe_digest()}: "
             f"retrain (python -m fat_deploy.testbed --train --save-weights {weights.parent}) or use --train")
-    if record.get("sha256") != sha256_of(weights):
+    if record.get("sha256") != sha256_of(copy or weights):
         raise TestBedError(f"{weights}: its SHA-256 is not the one its record gives (a damaged or replaced file)")
     return record
 
@@ -100,9 +101,10 @@ def write(folder: Path, weights: Path | None, epochs: int, log: bool) -> None:
         held_out, calibration = trained.held_out, trained.calibration
         record: dict[str, object] = {**trained.record, "weights": "trained in this build", "host": host_info()}
     else:
-        training = read_record(weights)
+        shutil.copyfile(weights, folder / CHECKPOINT)  # checked and loaded as copied: what the cache keeps
+        training = read_record(weights, folder / CHECKPOINT)
         model = create_model(MODEL, num_classes=len(CLASSES))
-        apply_state_dict(model, load_state_dict(weights), MODEL, str(weights))  # a CheckpointError says what differs
+        apply_state_dict(model, load_state_dict(folder / CHECKPOINT), MODEL, str(weights))  # CheckpointError: what differs
         held_out, calibration = held_out_and_calibration(photos())
         with torch_threads(TRAIN_THREADS):
             top1 = float_top1(model, held_out)
@@ -110,7 +112,6 @@ def write(folder: Path, weights: Path | None, epochs: int, log: bool) -> None:
         if not isinstance(recorded, float | int) or abs(top1 - recorded) > TOP1_TOLERANCE:
             raise TestBedError(f"{weights}: {top1}% held-out top-1 here, its record says {recorded}%: not the "
                                f"weights the recipe trained, or the model code changed since")
-        shutil.copyfile(weights, folder / CHECKPOINT)
         record = {**training, "weights": f"shipped: testbed/{weights.name}", "float_top1_pytorch": top1,
                   "trained_float_top1_pytorch": recorded, "trained_on": training.get("host"), "host": host_info()}
     (folder / "labels.txt").write_text("".join(f"{name}\n" for name in CLASSES), encoding="utf-8")
