@@ -83,6 +83,7 @@ def shipped_copy(folder: Path, **changes: object) -> Path:
 
 @pytest.mark.parametrize("changes, message", [
     ({"recipe": "0123456789abcdef"}, "trained by recipe 0123456789abcdef"),
+    ({"epochs": 3}, "trained for 3 epochs, the recipe's 12"),
     ({"sha256": "0" * 64}, "SHA-256 is not the one its record gives"),
     ({"float_top1_pytorch": 95.0}, "its record says 95.0%"),
 ])
@@ -100,7 +101,8 @@ def test_the_command_line_refuses_contradictions_and_missing_files(tmp_path: Pat
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert run_testbed_cli(["--cache", str(tmp_path), "--weights", str(tmp_path / "none.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err
-    for argv in (["--save-weights", str(tmp_path)], ["--train", "--weights", str(SHIPPED)]):
+    for argv in (["--save-weights", str(tmp_path)], ["--train", "--weights", str(SHIPPED)],
+                 ["--train", "--epochs", "3", "--save-weights", str(tmp_path)]):
         with pytest.raises(SystemExit) as exit_info:
             run_testbed_cli(argv)
         assert exit_info.value.code == 2

@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--save-weights and --epochs go with --train")
     if args.train and args.weights:
         parser.error("--weights and --train exclude each other")
+    if args.save_weights and args.epochs != EPOCHS:
+        parser.error(f"--save-weights keeps the recipe's training only ({EPOCHS} epochs)")
     try:
         bed = build(args.cache, args.weights, train_anew=args.train, epochs=args.epochs, log=True)
         print(json.dumps({"folder": str(bed.folder), **bed.record}, indent=2, default=str))

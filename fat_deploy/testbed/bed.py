@@ -88,6 +88,9 @@ def read_record(weights: Path, copy: Path | None = None) -> dict[str, object]:
         raise TestBedError(
             f"{weights} was trained by recipe {record.get('recipe')}, this code's recipe is {recipe_digest()}: "
             f"retrain (python -m fat_deploy.testbed --train --save-weights {weights.parent}) or use --train")
+    if record.get("epochs") != EPOCHS:
+        raise TestBedError(f"{weights} was trained for {record.get('epochs')} epochs, the recipe's {EPOCHS}: retrain "
+                           f"(python -m fat_deploy.testbed --train --save-weights {weights.parent}) or use --train")
     if record.get("sha256") != sha256_of(copy or weights):
         raise TestBedError(f"{weights}: its SHA-256 is not the one its record gives (a damaged or replaced file)")
     return record
