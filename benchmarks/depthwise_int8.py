@@ -109,8 +109,8 @@ def main() -> None:
             medians = {key: statistics.median(times) for key, times in time_interleaved(runs_of, 20, args.runs).items()}
         cost = {key.removesuffix(" True"): medians[key] - medians[key.replace("True", "False")]
                 for key in medians if key.endswith("True")}
-        tfl, et = (cost[f"tflite {p}"] for p in ("fp32", "int8")), (cost[f"executorch {p}"] for p in ("fp32", "int8"))
-        (tfl_fp32, tfl_int8), (et_fp32, et_int8) = tfl, et
+        tfl_fp32, tfl_int8, et_fp32, et_int8 = (cost[key] for key in ("tflite fp32", "tflite int8", "executorch fp32",
+                                                                         "executorch int8"))
         print(f"{f'C={channels} {side}x{side} {kernel}x{kernel}':<22} {tfl_fp32:11.4f} {tfl_int8:11.4f} "
               f"{tfl_fp32 / tfl_int8:5.2f}x {et_fp32:8.4f} {et_int8:8.4f} {et_fp32 / et_int8:5.2f}x")
 

@@ -29,7 +29,7 @@ from fat_deploy.testbed import (
 )
 from fat_deploy.testbed import recipe as recipe_module
 from fat_deploy.testbed.__main__ import main as run_testbed_cli
-from fat_deploy.testbed.bed import record_path, sha256_of
+from fat_deploy.testbed.bed import record_path, save_weights, sha256_of
 
 
 def test_held_out_tiles_never_meet_the_training_tiles_and_patches_stay_inside_them() -> None:
@@ -106,6 +106,34 @@ def test_the_command_line_refuses_contradictions_and_missing_files(tmp_path: Pat
         with pytest.raises(SystemExit) as exit_info:
             run_testbed_cli(argv)
         assert exit_info.value.code == 2
+
+
+def test_saved_weights_replace_only_a_pair_the_test_bed_wrote(tmp_path: Path) -> None:
+    trained = TestBed(tmp_path, SHIPPED, tmp_path, tmp_path, tmp_path,
+                      {**json.loads(record_path(SHIPPED).read_text()), "weights": "trained in this build"})
+    folder = tmp_path / "repo_testbed"
+    saved = save_weights(trained, folder)
+    assert json.loads(record_path(saved).read_text())["sha256"] == sha256_of(saved) == sha256_of(SHIPPED)
+    with pytest.raises(TestBedError, match="exists: pass --force"):
+        save_weights(trained, folder)
+    assert save_weights(trained, folder, force=True) == saved  # its own pair: replaced
+    record_path(saved).write_text("{}")  # no longer a pair this tool wrote
+    with pytest.raises(TestBedError, match="not a pair this tool wrote"):
+        save_weights(trained, folder, force=True)
+    assert record_path(saved).read_text() == "{}" and sorted(p.name for p in folder.iterdir()) == [
+        "fat_b0_photo_patches.json", "fat_b0_photo_patches.safetensors"]  # untouched, no staging left
+    shipped_record = {**trained.record, "weights": "shipped: testbed/x"}
+    with pytest.raises(TestBedError, match="only weights trained in this build"):
+        save_weights(TestBed(tmp_path, SHIPPED, tmp_path, tmp_path, tmp_path, shipped_record), tmp_path / "other")
+
+
+def test_an_unwritable_cache_is_one_line_and_a_non_zero_exit(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert run_testbed_cli(["--cache", str(blocker / "cache")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FatDeployError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # an unwritable cache or --save-weights folder
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return 1
     return 0
 
 

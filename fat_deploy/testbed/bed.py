@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from fat_deploy.common.files import sha256_of
 from fat_deploy.environment import cache_root, host_info
 from fat_deploy.errors import FatDeployError
 from fat_deploy.models import create_model
@@ -51,9 +53,13 @@ TOP1_TOLERANCE = 0.5  # points (2-3 of the 544 held-out images)
 class TestBedError(FatDeployError):
     """Shipped weights that are not what the recipe trained, or are damaged."""
 
+    __test__ = False  # a name pytest would otherwise try to collect
+
 
 @dataclass(frozen=True)
 class TestBed:
+    __test__ = False  # a name pytest would otherwise try to collect
+
     folder: Path
     checkpoint: Path
     eval_dir: Path
@@ -65,14 +71,6 @@ class TestBed:
 def record_path(weights: Path) -> Path:
     """The record of the run that trained ``weights``: the same name, ``.json``."""
     return weights.with_suffix(".json")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_record(weights: Path, copy: Path | None = None) -> dict[str, object]:
@@ -135,18 +133,35 @@ def save_images(folder: Path, held_out: tuple[np.ndarray, np.ndarray], calibrati
 
 
 def save_weights(bed: TestBed, folder: Path, force: bool = False) -> Path:
-    """Copy a trained bed's weights and their record to ``folder`` (the repository's ``testbed/``)."""
-    target = folder / CHECKPOINT
-    if not force and (target.exists() or record_path(target).exists()):
-        raise TestBedError(f"{target} exists: pass --force to replace it")
+    """Copy a trained bed's weights and their record to ``folder`` (the repository's ``testbed/``). ``force``
+    replaces only a pair this tool wrote (a record whose SHA-256 is the weights'); each file lands whole."""
+    target, record = folder / CHECKPOINT, record_path(folder / CHECKPOINT)
     if not str(bed.record.get("weights", "")).startswith("trained"):
         raise TestBedError("only weights trained in this build are saved (use --train)")
+    if target.exists() or record.exists():
+        if not force:
+            raise TestBedError(f"{target} exists: pass --force to replace it")
+        if not written_by_testbed(target):
+            raise TestBedError(f"{target} and {record.name} are not a pair this tool wrote: not replaced")
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(bed.checkpoint, target)
     fields = {k: v for k, v in bed.record.items() if k != "weights"}
-    record_path(target).write_text(json.dumps({**fields, "torch": torch.__version__, "sha256": sha256_of(target)},
-                                              indent=2, default=str) + "\n", encoding="utf-8")
+    text = json.dumps({**fields, "torch": torch.__version__, "sha256": sha256_of(bed.checkpoint)}, indent=2,
+                      default=str) + "\n"
+    with tempfile.TemporaryDirectory(prefix=".testbed-", dir=folder) as staging:
+        shutil.copyfile(bed.checkpoint, Path(staging) / target.name)
+        (Path(staging) / record.name).write_text(text, encoding="utf-8")
+        os.replace(Path(staging) / target.name, target)
+        os.replace(Path(staging) / record.name, record)
     return target
+
+
+def written_by_testbed(weights: Path) -> bool:
+    """Whether ``weights`` and the record beside it are a pair :func:`save_weights` wrote."""
+    try:
+        record = json.loads(record_path(weights).read_text(encoding="utf-8"))
+        return isinstance(record, dict) and weights.is_file() and record.get("sha256") == sha256_of(weights)
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def cache_key(weights: Path | None, epochs: int) -> str:
