@@ -126,10 +126,23 @@ def cpu_identity() -> dict[str, object]:
     return {key: value for key, value in identity.items() if value not in (None, "")}
 
 
+def isa_capped() -> bool:
+    """Whether this process runs under ``benchmarks/isa_cap.py``: its runtimes' CPUID answered without AVX-512, VNNI
+    and AMX, so they pick their AVX2 kernels. The cap's library sets ``FAT_DEPLOY_ISA_CAP`` and must be mapped."""
+    if os.environ.get("FAT_DEPLOY_ISA_CAP") != "avx2":
+        return False
+    try:
+        return "cpuid_cap.so" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
 def int8_isa() -> str:
     """The x86 instruction set int8 kernels pick here, in a few words: "AVX-512 VNNI", "AVX-VNNI", "AVX2 (no
     VNNI)"; int8 speed-ups differ most between these (VNNI multiplies int8 pairs in one instruction)."""
     isa = set(cpu_identity().get("cpu_isa") or [])  # type: ignore[call-overload]
+    if "avx2" in isa and isa_capped():
+        return "AVX2 (no VNNI; capped by CPUID masking on an AVX-512 CPU)"
     if "avx512_vnni" in isa:
         return "AVX-512 VNNI"
     if "avx_vnni" in isa:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from onnx_weights import int8_weight_range
 
 from fat_deploy.common.calibration import calibration_batch, held_out_inputs
 from fat_deploy.contract.reuse import reusing_conversions
@@ -25,6 +26,8 @@ from fat_deploy.models import get_spec
         ("onnx", "int8-weights", {}, "onnx does not support precision int8-weights"),
         ("onnx", "fp32", {"keep_float": ["head"]}, "--keep-float applies to quantized modes only"),
         ("onnx", "fp16", {"explain": True}, "--explain applies to quantized modes only"),
+        ("onnx", "fp32", {"int8_full_range": True}, "--int8-full-range applies to int8-dynamic and int8-static only"),
+        ("tflite", "int8-static", {"int8_full_range": True}, "--int8-full-range is not supported for tflite"),
         ("coreml", "int8-weights", {"explain": True}, "--explain is not supported for coreml"),
         ("coreml", "int8-weights", {"keep_float": ["head"]}, "--keep-float is not supported for coreml"),
         ("onnx", "int8-static", {"int8_io": True}, "--int8-io is not supported for onnx"),
@@ -94,13 +97,15 @@ def test_layers_are_ranked_by_the_noise_they_add() -> None:
 
 @pytest.mark.slow
 def test_keep_float_changes_the_graph_and_the_metrics(tmp_path: Path, photo_calibrated_checkpoint: Path) -> None:
-    quantized = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path / "all", checkpoint=photo_calibrated_checkpoint)
+    quantized = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path / "all", checkpoint=photo_calibrated_checkpoint,
+                       int8_full_range=True)
     kept = export("fat_b0", "onnx", "int8-dynamic", out=tmp_path / "kept", checkpoint=photo_calibrated_checkpoint,
                   keep_float=["head", "layers.3."])
     assert quantized.status == kept.status == "passed", (quantized.error, kept.error)
     details = [json.loads(a.manifest_path.read_text())["format_details"] for a in (quantized, kept)]  # type: ignore[union-attr]
     assert details[0]["kept_float_nodes"] == []
     assert any("head" in n for n in details[1]["kept_float_nodes"]) and len(details[1]["kept_float_nodes"]) > 3
+    assert details[0]["weight_bits"] == 8 and max(map(abs, int8_weight_range(quantized.path))) > 64  # type: ignore[arg-type]
     # FAT's deploy form is convolutions except the classifier: the dynamic mode quantizes only the head's Gemm
     assert details[0]["ops"].get("MatMulInteger") == 1 and "MatMulInteger" not in details[1]["ops"]
     assert kept.size_bytes > quantized.size_bytes  # type: ignore[operator]

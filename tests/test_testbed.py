@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from onnx_weights import int8_weight_range
 
 from fat_deploy.contract.reuse import reusing_conversions
 from fat_deploy.exporters import export
@@ -162,6 +163,10 @@ def test_int8_is_judged_by_held_out_accuracy(testbed: TestBed, tmp_path: Path) -
     assert accuracy["images"] == testbed.record["held_out_images"] and accuracy["gating"] == "top-1 drop"
     assert accuracy["reference"]["top1"] >= 75.0 and accuracy["top1_drop_points"] <= 1.0
     assert artifact.comparison is not None and artifact.comparison["top1"] == accuracy["artifact"]["top1"]
+    # 7-bit weights by default: onnxruntime's AVX2 kernels (x86 without VNNI) then compute without int16 saturation
+    lowest, highest = int8_weight_range(artifact.path)  # type: ignore[arg-type]
+    assert -64 <= lowest and highest <= 64 and json.loads(artifact.manifest_path.read_text())[  # type: ignore[union-attr]
+        "format_details"]["weight_bits"] == 7
 
 
 @pytest.mark.slow

@@ -93,6 +93,9 @@ class OnnxOptions:
                                default=False)
     keep_float: list[str] | None = keep_float_option()
     explain: bool = explain_option()
+    int8_full_range: bool = option("--int8-full-range", "onnx int8 modes: 8-bit weights (default 7-bit: onnxruntime's "
+                                   "x86 kernels for CPUs without VNNI saturate 8-bit products; see README)",
+                                   default=False)
 
 
 class OnnxFormat(ExportFormat):
@@ -132,6 +135,8 @@ class OnnxFormat(ExportFormat):
 
     def check_options(self, precision: Precision, options: dict[str, Any]) -> None:
         super().check_options(precision, options)
+        if options.get("int8_full_range") and precision not in ONNX_QUANTIZED:
+            raise UnsupportedOptionError(f"--int8-full-range applies to int8-dynamic and int8-static only, not {precision}")
         if options.get("image_bytes"):
             if options.get("dynamic_batch"):
                 raise UnsupportedOptionError("--image-bytes takes one encoded image; leave --dynamic-batch out")

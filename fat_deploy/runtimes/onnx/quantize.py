@@ -5,6 +5,14 @@
   onnxruntime 1.32; see docs/DESIGN.md).
 * ``int8-static``: QDQ, per-channel int8 weights, uint8 activations (signed activations are
   slower on x86), calibrated on real images with MinMax or Percentile.
+
+Both keep weights to 7 bits (onnxruntime's ``reduce_range``) unless ``--int8-full-range``. On x86 CPUs without VNNI
+(AVX2) onnxruntime multiplies uint8 activations by int8 weights with ``vpmaddubsw``, which adds each pair of products
+in int16 and saturates: 255 x 127 x 2 does not fit, 255 x 63 x 2 does (onnxruntime's quantization guide,
+https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html). With 7-bit weights a file computes
+the same integers on AVX2, AVX-512 VNNI and ARM, so the accuracy measured where it is exported holds on all of them;
+on the test bed 8-bit weights lost 0.92 points under AVX2 kernels and gained 0.18 under VNNI ones, 7-bit ones lost
+0.37 under both (``benchmarks/isa_cap.py``; README).
 """
 
 from __future__ import annotations
@@ -78,26 +86,31 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
         onnx.save(float_model, float_path)
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         excluded = _excluded_nodes(prepared, keep_float) if keep_float else []
-        result = Conversion(details={"quantizer": "onnxruntime.quantization", "kept_float_nodes": excluded},
+        full_range = bool(options.get("int8_full_range"))
+        result = Conversion(details={"quantizer": "onnxruntime.quantization", "kept_float_nodes": excluded,
+                                     "weight_bits": 8 if full_range else 7},
                             float_size_bytes=float_path.stat().st_size)
         details = result.details
         sources: list[str] = []
         if request.precision == "int8-dynamic":
             quantize_dynamic(str(prepared), str(path), op_types_to_quantize=["MatMul", "Gemm"],
-                             weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=excluded)
-            details["scheme"] = "dynamic: MatMul/Gemm int8 weights, activations quantized at run time; Conv float"
+                             weight_type=QuantType.QInt8, per_channel=True, reduce_range=not full_range,
+                             nodes_to_exclude=excluded)
+            details["scheme"] = (f"dynamic: MatMul/Gemm int8 weights ({details['weight_bits']}-bit), activations "
+                                 "quantized at run time; Conv float")
         else:
             calibration, sources = calibration_batch(
                 request.spec, request.img_size, options.get("calibration"), requested_size(options)
             )
             quantize_static(
                 str(prepared), str(path), _BatchReader(calibration, input_name), quant_format=QuantFormat.QDQ,
-                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                op_types_to_quantize=STATIC_OP_TYPES,
+                per_channel=True, reduce_range=not full_range, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, op_types_to_quantize=STATIC_OP_TYPES,
                 calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[method],
                 nodes_to_exclude=excluded,
             )
-            details["scheme"] = "static QDQ: per-channel int8 weights, uint8 activations"
+            details["scheme"] = (f"static QDQ: per-channel int8 weights ({details['weight_bits']}-bit), "
+                                 "uint8 activations")
             result.calibration = Calibration(method=method, samples=len(calibration), images=sources)
         result.latency = artifact_latency(OnnxRuntimeBackend(), prepared, path, request.img_size, request.batch)
         if options.get("explain"):
