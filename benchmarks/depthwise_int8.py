@@ -5,7 +5,9 @@
 FAT's deploy form is mostly depthwise convolutions (5x5 tiles, 3x3 ones) between 1x1 ones. For each shape, two
 small models are converted by each runtime, fp32 and static int8 (per-channel int8 weights, int8 activations):
 ``1x1 (3->C) -> depthwise KxK -> 1x1`` and the same without the depthwise conv; the depthwise conv's time is the
-difference of their medians (all eight files timed in turn, 1 thread, batch 1). TFLite: litert-torch, then
+difference of their medians (all eight files timed in turn, 1 thread, batch 1). The model without it is the GEMM
+part: its own fp32/int8 ratio (``1x1 int8 x``, quantizing the input and dequantizing the output included) says what
+int8 does for the dense layers, which the depthwise conv's ratio can then be read beside. TFLite: litert-torch, then
 ai-edge-quantizer's static W8A8 recipe (int8 input too; the difference cancels it). ExecuTorch: PT2E with
 ``XNNPACKQuantizer``'s global symmetric configuration, lowered to XNNPACK. Each runtime carries its own XNNPACK
 build, so the same operator can run different kernels. The x86 ISA is printed: kernels differ by ISA, and x86
@@ -90,8 +92,9 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"host: {host_info()}; int8 ISA: {int8_isa()}; torch {torch.__version__}; 1 thread, batch 1, "
           f"{args.runs} interleaved runs; ms of one depthwise conv (median with it - median without it); "
-          "int8 x: fp32 ms / int8 ms (above 1: int8 is faster)")
-    print(f"{'shape':<22} {'TFLite fp32':>11} {'TFLite int8':>11} {'int8 x':>6} {'ET fp32':>8} {'ET int8':>8} {'int8 x':>6}")
+          "int8 x: fp32 ms / int8 ms (above 1: int8 is faster); 1x1 int8 x: the same for the model without it")
+    print(f"{'shape':<22} {'TFLite fp32':>11} {'TFLite int8':>11} {'int8 x':>6} {'1x1 int8 x':>10} "
+          f"{'ET fp32':>8} {'ET int8':>8} {'int8 x':>6} {'1x1 int8 x':>10}")
     converters = {"tflite": tflite_files, "executorch": executorch_files}
     for channels, side, kernel in SHAPES:
         example, samples = torch.randn(1, 3, side, side), torch.randn(16, 3, side, side)
@@ -111,8 +114,10 @@ def main() -> None:
                 for key in medians if key.endswith("True")}
         tfl_fp32, tfl_int8, et_fp32, et_int8 = (cost[key] for key in ("tflite fp32", "tflite int8", "executorch fp32",
                                                                          "executorch int8"))
+        dense = {runtime: medians[f"{runtime} fp32 False"] / medians[f"{runtime} int8 False"] for runtime in converters}
         print(f"{f'C={channels} {side}x{side} {kernel}x{kernel}':<22} {tfl_fp32:11.4f} {tfl_int8:11.4f} "
-              f"{tfl_fp32 / tfl_int8:5.2f}x {et_fp32:8.4f} {et_int8:8.4f} {et_fp32 / et_int8:5.2f}x")
+              f"{tfl_fp32 / tfl_int8:5.2f}x {dense['tflite']:9.2f}x {et_fp32:8.4f} {et_int8:8.4f} "
+              f"{et_fp32 / et_int8:5.2f}x {dense['executorch']:9.2f}x")
 
 
 if __name__ == "__main__":
