@@ -13,7 +13,8 @@ kernels would not be capped). fat_deploy then reports the int8 ISA as capped AVX
 
 What the numbers are: the AVX2 kernels a Zen 3 or Haswell-class host picks, run on this CPU's cores (its ports,
 caches and clock): a proxy for an AVX2 host's ratios, not that host's milliseconds. x86-64 Linux only; needs gcc and
-binutils' objdump. PyTorch itself is not capped (it only builds and converts the models here).
+binutils' objdump. PyTorch itself is not capped (it only builds and converts the models here). The command must not
+install its own SIGILL handler: Python's faulthandler does (pytest enables it; ``pytest -p no:faulthandler``).
 """
 
 from __future__ import annotations
