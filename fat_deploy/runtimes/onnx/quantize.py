@@ -8,11 +8,11 @@
 
 Both keep weights to 7 bits (onnxruntime's ``reduce_range``) unless ``--int8-full-range``. On x86 CPUs without VNNI
 (AVX2) onnxruntime multiplies uint8 activations by int8 weights with ``vpmaddubsw``, which adds each pair of products
-in int16 and saturates: 255 x 127 x 2 does not fit, 255 x 63 x 2 does (onnxruntime's quantization guide,
+in int16 and saturates: 255 x 127 x 2 does not fit, 255 x 64 x 2 does (onnxruntime's quantization guide,
 https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html). With 7-bit weights a file computes
-the same integers on AVX2, AVX-512 VNNI and ARM, so the accuracy measured where it is exported holds on all of them;
-on the test bed 8-bit weights lost 0.92 points under AVX2 kernels and gained 0.18 under VNNI ones, 7-bit ones lost
-0.37 under both (``benchmarks/isa_cap.py``; README).
+the same integers on AVX2 and AVX-512 VNNI (measured) and ARM (whose kernels widen too), so the accuracy measured
+where it is exported holds on all of them; on the test bed 8-bit weights lost 0.92 points under AVX2 kernels and
+gained 0.18 under VNNI ones, 7-bit ones lost 0.37 under both (``benchmarks/isa_cap.py``; README).
 """
 
 from __future__ import annotations
