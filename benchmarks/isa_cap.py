@@ -78,12 +78,13 @@ def patched_copy(library: Path, destination: Path) -> list[int]:
     return addresses
 
 
-def mirror_package(package: str, root: Path) -> dict[str, list[int]]:
-    """The package under root: shared libraries copied (capped where they execute cpuid), other files linked."""
+def package_folder(package: str) -> Path | None:
     spec = find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"isa_cap: {package} is not installed")
-    source = Path(next(iter(spec.submodule_search_locations)))
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+
+
+def mirror_package(package: str, source: Path, root: Path) -> dict[str, list[int]]:
+    """The package under root: shared libraries copied (capped where they execute cpuid), other files linked."""
     sites: dict[str, list[int]] = {}
     for path in sorted(source.rglob("*")):
         target = root / package / path.relative_to(source)
@@ -139,10 +140,22 @@ def main() -> int:
     if missing:
         print(f"isa_cap: needs {' and '.join(missing)} (Debian: build-essential)", file=sys.stderr)
         return 2
+    if shutil.which(command[0]) is None:
+        print(f"isa_cap: command not found: {command[0]}", file=sys.stderr)
+        return 2
+    try:
+        return run_capped(command)
+    except (OSError, ValueError, subprocess.CalledProcessError) as error:  # a tool failed or a library is not ELF64
+        print(f"isa_cap: {error}", file=sys.stderr)
+        return 2
+
+
+def run_capped(command: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="isa-cap-") as scratch:
         folder = Path(scratch)
         mirror = folder / "site"
-        sites = {package: mirror_package(package, mirror) for package in PACKAGES if find_spec(package)}
+        sources = {package: package_folder(package) for package in PACKAGES}
+        sites = {package: mirror_package(package, source, mirror) for package, source in sources.items() if source}
         site_list = folder / "sites.txt"
         site_list.write_text("".join(f"{name} {address:x}\n" for libraries in sites.values()
                                      for name, addresses in libraries.items() for address in addresses))

@@ -107,8 +107,12 @@ static void read_sites(const char *path) {
     }
     char name[NAME_LENGTH];
     unsigned long long address;
-    while (site_count < MAX_SITES && fscanf(file, "%127s %llx", name, &address) == 2) {
-        if (library_index(name) < 0 && library_count < MAX_LIBRARIES) strcpy(libraries[library_count++], name);
+    while (fscanf(file, "%127s %llx", name, &address) == 2) {
+        if (site_count == MAX_SITES || (library_index(name) < 0 && library_count == MAX_LIBRARIES)) {
+            fprintf(stderr, "isa-cap: %s lists more than %d sites or %d libraries\n", path, MAX_SITES, MAX_LIBRARIES);
+            exit(2);
+        }
+        if (library_index(name) < 0) strcpy(libraries[library_count++], name);
         strcpy(sites[site_count].library, name);
         sites[site_count++].address = (uintptr_t)address;
     }

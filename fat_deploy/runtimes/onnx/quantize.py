@@ -87,8 +87,9 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         excluded = _excluded_nodes(prepared, keep_float) if keep_float else []
         full_range = bool(options.get("int8_full_range"))
+        bits = 8 if full_range else 7
         result = Conversion(details={"quantizer": "onnxruntime.quantization", "kept_float_nodes": excluded,
-                                     "weight_bits": 8 if full_range else 7},
+                                     "weight_bits": bits},
                             float_size_bytes=float_path.stat().st_size)
         details = result.details
         sources: list[str] = []
@@ -96,8 +97,8 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
             quantize_dynamic(str(prepared), str(path), op_types_to_quantize=["MatMul", "Gemm"],
                              weight_type=QuantType.QInt8, per_channel=True, reduce_range=not full_range,
                              nodes_to_exclude=excluded)
-            details["scheme"] = (f"dynamic: MatMul/Gemm int8 weights ({details['weight_bits']}-bit), activations "
-                                 "quantized at run time; Conv float")
+            details["scheme"] = (f"dynamic: MatMul/Gemm int8 weights ({bits}-bit), activations quantized at run "
+                                 "time; Conv float")
         else:
             calibration, sources = calibration_batch(
                 request.spec, request.img_size, options.get("calibration"), requested_size(options)
@@ -109,8 +110,7 @@ def quantize(request: ExportRequest, float_model: Any, path: Path, input_name: s
                 calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[method],
                 nodes_to_exclude=excluded,
             )
-            details["scheme"] = (f"static QDQ: per-channel int8 weights ({details['weight_bits']}-bit), "
-                                 "uint8 activations")
+            details["scheme"] = f"static QDQ: per-channel int8 weights ({bits}-bit), uint8 activations"
             result.calibration = Calibration(method=method, samples=len(calibration), images=sources)
         result.latency = artifact_latency(OnnxRuntimeBackend(), prepared, path, request.img_size, request.batch)
         if options.get("explain"):
